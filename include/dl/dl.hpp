@@ -1,0 +1,28 @@
+// dl: tensors, automatic differentiation and deep learning in header-only C++20.
+// Include this one header; optional parts (MPI, CUDA) have their own umbrella headers.
+#pragma once
+
+#include "dl/core/allocator.hpp"
+#include "dl/core/device.hpp"
+#include "dl/core/dtype.hpp"
+#include "dl/core/error.hpp"
+#include "dl/core/parallel.hpp"
+#include "dl/core/rng.hpp"
+#include "dl/core/shape.hpp"
+#include "dl/core/storage.hpp"
+
+#include "dl/ndarray/creation.hpp"
+#include "dl/ndarray/ndarray.hpp"
+#include "dl/ndarray/print.hpp"
+
+#include "dl/expr/assign.hpp"
+#include "dl/expr/evaluator.hpp"
+#include "dl/expr/executor.hpp"
+#include "dl/expr/expr.hpp"
+#include "dl/expr/primitives.hpp"
+
+#include "dl/autograd/engine.hpp"
+#include "dl/autograd/record.hpp"
+
+#include "dl/ops/elementwise.hpp"
+#include "dl/ops/matmul.hpp"

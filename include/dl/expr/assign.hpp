@@ -1,0 +1,138 @@
+// Materialising expressions: evaluate() runs one fused pass into a new array and, when recording,
+// records the whole expression as ONE tape node (FusedNode) whose backward is derived from the
+// expression type with the rule table; assign_into() writes into an existing array, alias-safe.
+#pragma once
+#include <array>
+#include <optional>
+#include <type_traits>
+
+#include "dl/autograd/record.hpp"
+#include "dl/expr/executor.hpp"
+
+namespace dl {
+
+namespace autograd {
+
+// One recorded node for a whole fused elementwise expression. It keeps the expression (its
+// leaves' handles are the saved inputs) and recomputes forward values in registers during backward.
+template <class T, class E>
+struct FusedNode : TypedNode<T> {
+  static constexpr int kLeaves = leaf_count<E>::value;
+  std::optional<E> expr;
+  Shape shape;
+  std::array<std::shared_ptr<GradMeta<T>>, kLeaves> metas{};
+  std::array<Shape, kLeaves> leaf_shapes{};
+
+  void apply() override {
+    NDArray<T> g = std::move(this->pending);
+    this->pending = NDArray<T>();
+    std::array<NDArray<T>, kLeaves> bufs;
+    std::array<T*, kLeaves> ptrs{};
+    for (int l = 0; l < kLeaves; ++l) {
+      if (!metas[l]) continue;
+      bufs[l] = NDArray<T>(shape);
+      ptrs[l] = bufs[l].numel() ? bufs[l].data() : nullptr;
+    }
+    expr::run_backward(*expr, shape, g, ptrs);
+    for (int l = 0; l < kLeaves; ++l)
+      if (metas[l]) accumulate(metas[l], dl::detail::sum_to(bufs[l], leaf_shapes[l]));
+  }
+  void release() override {
+    expr.reset();
+    this->released = true;
+  }
+};
+
+}  // namespace autograd
+
+namespace detail {
+
+template <class T, class E>
+void record_fused(const E& e, NDArray<T>& out) {
+  if constexpr (FloatingPoint<T>) {
+    if (!autograd::is_recording()) return;
+    bool any = false;
+    for_each_leaf(e, [&](const auto& leaf) { any = any || leaf.tracks_grad(); });
+    if (!any) return;
+    auto node = std::make_shared<autograd::FusedNode<T, E>>();
+    node->name = "elementwise";
+    node->expr.emplace(e);
+    node->shape = out.shape();
+    int l = 0;
+    for_each_leaf(e, [&](const auto& leaf) {
+      if (leaf.tracks_grad()) node->metas[static_cast<size_t>(l)] = leaf.grad_meta();
+      node->leaf_shapes[static_cast<size_t>(l)] = leaf.shape();
+      if (leaf.grad_fn()) node->next.push_back(leaf.grad_fn());
+      ++l;
+    });
+    out.grad_meta() = std::make_shared<autograd::GradMeta<T>>();
+    out.grad_meta()->grad_fn = std::move(node);
+  }
+}
+
+template <class E>
+auto evaluate(const E& e) {
+  using T = typename E::value_type;
+  Shape shape = expr_shape(e);
+  NDArray<T> out(shape);
+  expr::run_assign(out, e);
+  record_fused(e, out);
+  return out;
+}
+
+// Turns a scalar into a ScalarExpr of the array's type; passes arrays and expressions through.
+template <class T, class E>
+auto as_operand(const E& e) {
+  if constexpr (std::is_arithmetic_v<E>) return ScalarExpr<T>{static_cast<T>(e)};
+  else return e;
+}
+
+// dst = e with e broadcast to dst's shape; never recorded.
+template <class T, class E>
+void assign_plain(NDArray<T>& dst, const E& e) {
+  Shape es = expr_shape(e);
+  check<ShapeError>(broadcast_shapes(dst.shape(), es, "assign") == dst.shape(), "assign: cannot write shape ", es,
+                    " into an array of shape ", dst.shape());
+  NDArray<T> target = dst.detach();
+  // An operand that shares memory with dst but is laid out differently (a transpose of it, a
+  // shifted slice) would read elements already overwritten: evaluate it into a temporary first.
+  bool unsafe = false;
+  Strides dst_st = expr::broadcast_strides(dst.shape(), dst.strides(), dst.shape());
+  for_each_leaf(e, [&](const auto& leaf) {
+    if (leaf.storage() != dst.storage() || leaf.numel() == 0) return;
+    bool same = leaf.offset() == dst.offset() && leaf.shape() == dst.shape() &&
+                expr::broadcast_strides(leaf.shape(), leaf.strides(), dst.shape()) == dst_st;
+    unsafe = unsafe || !same;
+  });
+  if (unsafe) {
+    NDArray<T> tmp(es);
+    expr::run_assign(tmp, e);
+    expr::run_assign(target, tmp);
+    return;
+  }
+  expr::run_assign(target, e);
+}
+
+// dst (op)= src for op in {=, +=, -=, *=, /=} (mode 0..4); src is an array, expression or scalar.
+template <class T, class E>
+void assign_into(NDArray<T>& dst, const E& src, int mode) {
+  dst.require_defined("assign");
+  auto e = as_operand<T>(src);
+  using Operand = decltype(e);
+  static_assert(std::is_same_v<typename Operand::value_type, T>,
+                "assign: element types differ; convert the right-hand side with cast<T>()");
+  check<AutogradError>(!(autograd::is_recording() && dst.tracks_grad()),
+                       "assign: in-place update of an array that requires grad while recording; "
+                       "compute a new array instead (y = y + x), or update under autograd::pause");
+  NDArray<T> self = dst.detach();
+  switch (mode) {
+    case 0: return assign_plain(dst, e);
+    case 1: return assign_plain(dst, BinaryExpr<prim::Add, NDArray<T>, Operand>{{}, self, e});
+    case 2: return assign_plain(dst, BinaryExpr<prim::Sub, NDArray<T>, Operand>{{}, self, e});
+    case 3: return assign_plain(dst, BinaryExpr<prim::Mul, NDArray<T>, Operand>{{}, self, e});
+    default: return assign_plain(dst, BinaryExpr<prim::Div, NDArray<T>, Operand>{{}, self, e});
+  }
+}
+
+}  // namespace detail
+}  // namespace dl
