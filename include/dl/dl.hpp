@@ -21,7 +21,9 @@
 #include "dl/expr/expr.hpp"
 #include "dl/expr/primitives.hpp"
 
+#include "dl/autograd/checkpoint.hpp"
 #include "dl/autograd/engine.hpp"
+#include "dl/autograd/gradcheck.hpp"
 #include "dl/autograd/record.hpp"
 
 #include "dl/ops/elementwise.hpp"

@@ -124,6 +124,9 @@ void assign_into(NDArray<T>& dst, const E& src, int mode) {
   check<AutogradError>(!(autograd::is_recording() && dst.tracks_grad()),
                        "assign: in-place update of an array that requires grad while recording; "
                        "compute a new array instead (y = y + x), or update under autograd::pause");
+  Shape es = expr_shape(e);
+  check<ShapeError>(broadcast_shapes(dst.shape(), es, "assign") == dst.shape(), "assign: cannot write shape ", es,
+                    " into an array of shape ", dst.shape());
   NDArray<T> self = dst.detach();
   switch (mode) {
     case 0: return assign_plain(dst, e);

@@ -1,0 +1,70 @@
+// checkpoint(fn, inputs...): runs fn without keeping its intermediate arrays, records ONE tape
+// node, and recomputes fn (with the tape on) during backward. Memory for fn's activations is
+// traded for one extra forward pass. The random generator's state is saved and restored around
+// the recomputation, so dropout masks are the same in both passes; parameters that fn captures
+// receive their gradients from the nested backward.
+//
+//   auto y = dl::autograd::checkpoint([&](const auto& h) { return block.forward(h); }, x);
+#pragma once
+#include <array>
+#include <utility>
+
+#include "dl/autograd/engine.hpp"
+#include "dl/core/rng.hpp"
+#include "dl/ops/elementwise.hpp"
+
+namespace dl::autograd {
+
+template <class Fn, class First, class... Rest>
+auto checkpoint(Fn fn, const NDArray<First>& first, const NDArray<Rest>&... rest) {
+  using T = First;
+  static_assert((std::is_same_v<T, Rest> && ...), "checkpoint: all inputs must have the same element type");
+  constexpr size_t N = 1 + sizeof...(Rest);
+  std::array<NDArray<T>, N> inputs{first, rest...};
+  auto call = [fn](const std::array<NDArray<T>, N>& args) {
+    return [&]<size_t... I>(std::index_sequence<I...>) { return NDArray<T>(eval(fn(args[I]...))); }(std::make_index_sequence<N>{});
+  };
+  const bool train = is_training();
+  const PhiloxState rng = default_generator().state();
+  NDArray<T> out;
+  {
+    pause no_tape(train);
+    std::array<NDArray<T>, N> detached;
+    for (size_t i = 0; i < N; ++i) detached[i] = inputs[i].detach();
+    out = call(detached);
+  }
+  if (!is_recording()) return out;
+  // Record even when no input tracks gradients: parameters captured by fn may.
+  auto node = std::make_shared<FunctionNode<T>>();
+  node->name = "checkpoint";
+  for (const auto& x : inputs) {
+    node->inputs.push_back(x.tracks_grad() ? x.grad_meta() : nullptr);
+    node->shapes.push_back(x.shape());
+    if (x.grad_fn()) node->next.push_back(x.grad_fn());
+  }
+  node->backward = [call, inputs, train, rng](const NDArray<T>& g) {
+    std::array<NDArray<T>, N> leaves;
+    for (size_t i = 0; i < N; ++i) {
+      leaves[i] = inputs[i].detach();
+      if (inputs[i].tracks_grad()) leaves[i].attach_grad();
+    }
+    const PhiloxState saved = default_generator().state();
+    default_generator().set_state(rng);
+    NDArray<T> y;
+    {
+      record rec(train);
+      y = call(leaves);
+    }
+    default_generator().set_state(saved);
+    if (y.tracks_grad()) y.backward(g);
+    std::vector<NDArray<T>> grads(N);
+    for (size_t i = 0; i < N; ++i)
+      if (inputs[i].tracks_grad()) grads[i] = leaves[i].grad();
+    return grads;
+  };
+  out.grad_meta() = std::make_shared<GradMeta<T>>();
+  out.grad_meta()->grad_fn = std::move(node);
+  return out;
+}
+
+}  // namespace dl::autograd
