@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The test command: installs dependencies, builds every test suite and runs it.
+# Usage: scripts/test.sh [--sanitize] [--builddir DIR]
+#   --sanitize  build with AddressSanitizer + UndefinedBehaviorSanitizer (separate build dir)
+# Prints per-program doctest summaries and ends with one line "N passed, N failed" (test cases).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+sanitize=0
+builddir=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --sanitize) sanitize=1 ;;
+    --builddir) builddir="$2"; shift ;;
+    *) echo "test.sh: unknown option '$1'" >&2; exit 2 ;;
+  esac
+  shift
+done
+scripts/install-deps.sh --mpi || { echo "test.sh: installing dependencies failed" >&2; exit 1; }
+
+if [ $sanitize -eq 1 ]; then
+  builddir=${builddir:-build-sanitize}
+  opts=(-Db_sanitize=address,undefined -Db_lundef=false --buildtype=debugoptimized -Dexamples=disabled -Dbench=disabled)
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+else
+  builddir=${builddir:-build-test}
+  opts=(--buildtype=release)
+fi
+if [ -d "$builddir" ]; then
+  meson setup --reconfigure "$builddir" "${opts[@]}" >/dev/null || exit 1
+else
+  meson setup "$builddir" "${opts[@]}" >/dev/null || exit 1
+fi
+ninja -C "$builddir" -j"$(nproc)" >"$builddir/ninja.log" 2>&1 || { tail -40 "$builddir/ninja.log"; echo "test.sh: build failed" >&2; exit 1; }
+
+meson test -C "$builddir" --num-processes 1 --print-errorlogs >"$builddir/meson-test.log" 2>&1
+meson_rc=$?
+grep -E "^ *[0-9]+/[0-9]+ " "$builddir/meson-test.log"
+
+# MPI suite (several ranks, simulated nodes) when it is built.
+mpi_log="$builddir/mpi-test.log"
+: >"$mpi_log"
+if [ -x tests/mpi/run.sh ] && [ -d "$builddir/tests/mpi" ]; then
+  tests/mpi/run.sh "$builddir" >"$mpi_log" 2>&1
+  mpi_rc=$?
+  tail -5 "$mpi_log"
+else
+  mpi_rc=0
+fi
+
+# Count doctest test cases from every program's summary line.
+read -r passed failed < <(cat "$builddir/meson-logs/testlog.txt" "$mpi_log" | awk '
+  /\[doctest\] test cases:/ { for (i = 1; i <= NF; i++) { if ($(i+1) == "passed") p += $i; if ($(i+1) == "failed") f += $i } }
+  END { print p + 0, f + 0 }')
+# A program that crashed prints no summary: count it as one failed case.
+crashed=$(grep -cE "^ *[0-9]+/[0-9]+ .*(FAIL|TIMEOUT)" "$builddir/meson-test.log" || true)
+no_summary=0
+if [ "$meson_rc" -ne 0 ] && [ "$failed" -eq 0 ]; then no_summary=$crashed; fi
+if [ "$mpi_rc" -ne 0 ] && ! grep -q "failed" "$mpi_log"; then no_summary=$((no_summary + 1)); fi
+failed=$((failed + no_summary))
+echo "$passed passed, $failed failed"
+[ "$meson_rc" -eq 0 ] && [ "$mpi_rc" -eq 0 ] && [ "$failed" -eq 0 ]
