@@ -28,3 +28,14 @@
 
 #include "dl/ops/elementwise.hpp"
 #include "dl/ops/matmul.hpp"
+
+#include "dl/data/dataloader.hpp"
+#include "dl/data/dataset.hpp"
+#include "dl/data/idx.hpp"
+#include "dl/data/mnist.hpp"
+#include "dl/data/transforms.hpp"
+
+#include "dl/util/metrics.hpp"
+#include "dl/util/metrics_log.hpp"
+#include "dl/util/plot.hpp"
+#include "dl/util/progress.hpp"
