@@ -27,7 +27,9 @@
 #include "dl/autograd/record.hpp"
 
 #include "dl/ops/elementwise.hpp"
+#include "dl/ops/loss.hpp"
 #include "dl/ops/matmul.hpp"
+#include "dl/ops/softmax.hpp"
 
 #include "dl/data/dataloader.hpp"
 #include "dl/data/dataset.hpp"
