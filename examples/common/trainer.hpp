@@ -1,0 +1,180 @@
+// The training loop shared by the example trainers (train_mlp, train_lenet, ...): one set of
+// flags, Fashion-MNIST loading, the optimiser and schedule, progress output, metrics log, plot.
+// Each example defines its model and calls run_training(); see examples/train_mlp.cpp.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <Eigen/Core>
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "dl/dl.hpp"
+#include "dl/nn/module.hpp"
+#include "dl/ops/loss.hpp"
+#include "dl/optim/adam.hpp"
+#include "dl/optim/rmsprop.hpp"
+#include "dl/optim/schedule.hpp"
+#include "dl/optim/sgd.hpp"
+
+namespace examples {
+
+struct TrainConfig {
+  int epochs = 10;
+  int64_t batch_size = 128;
+  std::string optimizer = "sgd";
+  double lr = 0.05;
+  double momentum = 0.9;
+  double weight_decay = 0.0;
+  std::string schedule = "cosine";
+  double label_smoothing = 0.0;
+  uint64_t seed = 0;
+  int threads = 0;  // 0: DL_NUM_THREADS or all cores
+  std::string data_dir = dl::data::kFashionMnistDir;
+  std::string log_path;
+  std::string plot_path;
+  int64_t limit_train = 0;  // use only the first N training samples (0 = all); for quick runs
+};
+
+inline void add_common_flags(CLI::App& app, TrainConfig& c) {
+  app.add_option("--epochs", c.epochs, "training epochs")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--batch-size", c.batch_size, "samples per step")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--optimizer", c.optimizer, "sgd | adam | adamw | rmsprop")
+      ->check(CLI::IsMember({"sgd", "adam", "adamw", "rmsprop"}))->capture_default_str();
+  app.add_option("--lr", c.lr, "learning rate")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--momentum", c.momentum, "SGD / RMSProp momentum")->check(CLI::Range(0.0, 0.999))->capture_default_str();
+  app.add_option("--weight-decay", c.weight_decay, "L2 weight decay (decoupled for adamw)")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--schedule", c.schedule, "learning-rate schedule: cosine | step | none")
+      ->check(CLI::IsMember({"cosine", "step", "none"}))->capture_default_str();
+  app.add_option("--label-smoothing", c.label_smoothing, "cross-entropy label smoothing")
+      ->check(CLI::Range(0.0, 0.99))->capture_default_str();
+  app.add_option("--seed", c.seed, "seed for initialisation, shuffling and dropout")->capture_default_str();
+  app.add_option("--threads", c.threads, "CPU threads (default: DL_NUM_THREADS or all cores)")->check(CLI::NonNegativeNumber);
+  app.add_option("--data-dir", c.data_dir, "directory with the (Fashion-)MNIST IDX files")->capture_default_str();
+  app.add_option("--log", c.log_path, "metrics log file, one row per epoch (.csv or .jsonl)");
+  app.add_option("--plot", c.plot_path, "render training curves to this PNG at the end (needs gnuplot and --log)");
+  app.add_option("--limit-train", c.limit_train, "train on the first N samples only (quick runs)")->check(CLI::NonNegativeNumber);
+}
+
+inline std::unique_ptr<dl::optim::Optimizer> make_optimizer(const TrainConfig& c, const dl::optim::NamedParameters& params) {
+  using namespace dl::optim;
+  if (c.optimizer == "sgd") return std::make_unique<SGD>(params, c.lr, c.momentum, false, c.weight_decay);
+  if (c.optimizer == "adam") return std::make_unique<Adam>(params, c.lr, 0.9, 0.999, 1e-8, c.weight_decay);
+  if (c.optimizer == "adamw") return std::make_unique<AdamW>(params, c.lr, 0.9, 0.999, 1e-8, c.weight_decay);
+  return std::make_unique<RMSProp>(params, c.lr, 0.99, 1e-8, c.momentum);
+}
+
+inline std::unique_ptr<dl::optim::LrSchedule> make_schedule(const TrainConfig& c, int64_t total_steps) {
+  using namespace dl::optim;
+  if (c.schedule == "cosine") return std::make_unique<CosineAnnealing>(c.lr, total_steps);
+  if (c.schedule == "step") return std::make_unique<StepLR>(c.lr, std::max<int64_t>(1, total_steps / 3), 0.1);
+  return nullptr;
+}
+
+// Accuracy of `net` on a dataset, in eval mode, without recording.
+template <class Model>
+double evaluate(Model& net, const dl::data::TensorDataset& set) {
+  dl::autograd::pause no_tape;
+  net.eval();
+  dl::data::DataLoader loader(set, {.batch_size = 1000, .shuffle = false, .prefetch = 1});
+  dl::util::Accuracy acc;
+  for (const auto& batch : loader) acc.update(net(batch.x), batch.y);
+  net.train();
+  return acc.value();
+}
+
+inline dl::data::TensorDataset first_n(const dl::data::MnistData& d, int64_t n) {
+  if (n <= 0 || n >= d.images.shape(0)) return dl::data::TensorDataset(d.images, d.labels);
+  return dl::data::TensorDataset(d.images.slice(0, 0, n), d.labels.slice(0, 0, n));
+}
+
+// Trains `net` on Fashion-MNIST with the flags in `c`; returns the process exit code.
+template <class Model>
+int run_training(const char* name, Model& net, const TrainConfig& c) {
+  using Clock = std::chrono::steady_clock;
+  if (c.threads > 0) dl::set_num_threads(c.threads);
+  std::printf("%s: backend cpu (Eigen %d.%d.%d, OpenMP), %d threads, seed %llu\n", name, EIGEN_WORLD_VERSION,
+              EIGEN_MAJOR_VERSION, EIGEN_MINOR_VERSION, dl::num_threads(), static_cast<unsigned long long>(c.seed));
+  auto train = dl::data::load_mnist(c.data_dir, dl::data::Split::train);
+  auto test = dl::data::load_mnist(c.data_dir, dl::data::Split::test);
+  dl::data::TensorDataset train_set = first_n(train, c.limit_train), test_set(test.images, test.labels);
+  std::printf("%s: %lld training and %lld test images from %s\n", name, static_cast<long long>(train_set.size()),
+              static_cast<long long>(test_set.size()), c.data_dir.c_str());
+
+  dl::data::DataLoader loader(train_set, {.batch_size = c.batch_size, .shuffle = true, .seed = c.seed});
+  auto opt = make_optimizer(c, net.named_parameters());
+  const int64_t steps_per_epoch = (train_set.size() + c.batch_size - 1) / c.batch_size;
+  auto schedule = make_schedule(c, steps_per_epoch * c.epochs);
+  std::optional<dl::util::MetricsLog> log;
+  if (!c.log_path.empty()) log.emplace(c.log_path);
+
+  int64_t step = 0;
+  double test_acc = 0;
+  auto start = Clock::now();
+  net.train();
+  for (int epoch = 1; epoch <= c.epochs; ++epoch) {
+    dl::util::ProgressBar bar(steps_per_epoch, {.desc = "epoch " + std::to_string(epoch) + "/" + std::to_string(c.epochs)});
+    dl::util::RunningMean loss_mean;
+    dl::util::Accuracy train_acc;
+    dl::util::Throughput speed;
+    int64_t i = 0;
+    for (const auto& batch : loader) {
+      if (schedule) schedule->apply(*opt, step);
+      dl::NDArray<float> logits, loss;
+      {
+        dl::autograd::record rec;
+        logits = net(batch.x);
+        loss = dl::cross_entropy(logits, batch.y, c.label_smoothing);
+      }
+      loss.backward();  // grad_req write: each backward overwrites the gradients, no zero_grad needed
+      opt->step();
+      ++step;
+      speed.update(batch.x.shape(0));
+      loss_mean.update(loss.item(), static_cast<double>(batch.x.shape(0)));
+      train_acc.update(logits, batch.y);
+      bar.update(++i, {{"loss", loss_mean.value()}, {"acc", train_acc.value()}});
+    }
+    bar.finish();
+    double seconds = speed.elapsed_seconds(), throughput = speed.samples_per_second();
+    test_acc = evaluate(net, test_set);
+    std::printf("%s\n", dl::util::epoch_summary(epoch, c.epochs, {{"loss", loss_mean.value()}, {"train_acc", train_acc.value()},
+                                                                  {"test_acc", test_acc}}, seconds, throughput).c_str());
+    std::fflush(stdout);
+    if (log) {
+      log->write({{"epoch", epoch}, {"loss", loss_mean.value()}, {"train_acc", train_acc.value()}, {"test_acc", test_acc},
+                  {"lr", opt->lr()}, {"seconds", seconds}, {"samples_per_s", throughput}});
+    }
+  }
+  double total = std::chrono::duration<double>(Clock::now() - start).count();
+  std::printf("%s: test accuracy %.4f after %d epochs (%.1f s)\n", name, test_acc, c.epochs, total);
+  if (!c.plot_path.empty()) {
+    if (c.log_path.empty()) std::fprintf(stderr, "%s: --plot needs --log; no plot written\n", name);
+    else if (dl::util::plot_curves(c.log_path, c.plot_path)) std::printf("%s: training curves in %s\n", name, c.plot_path.c_str());
+  }
+  return 0;
+}
+
+// Parses flags and runs `body`, turning every error into one clear line and a non-zero exit.
+template <class Body>
+int main_guard(CLI::App& app, int argc, char** argv, Body body) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    return body();
+  } catch (const dl::Error& e) {
+    std::fprintf(stderr, "%s: error: %s\n", app.get_name().c_str(), e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: error: %s\n", app.get_name().c_str(), e.what());
+    return 1;
+  }
+}
+
+}  // namespace examples
