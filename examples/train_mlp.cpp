@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
   double dropout = 0.0;
   examples::add_common_flags(app, config);
   app.add_option("--hidden", hidden, "hidden layer sizes, comma-separated")->capture_default_str();
-  app.add_option("--dropout", dropout, "dropout after each hidden layer")->check(CLI::Range(0.0, 0.95))->capture_default_str();
+  app.add_option("--dropout", dropout, "dropout after each hidden layer")->check(examples::kFraction)->capture_default_str();
   return examples::main_guard(app, argc, argv, [&] {
     std::vector<int64_t> sizes{784};
     std::stringstream ss(hidden);

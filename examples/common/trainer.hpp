@@ -39,25 +39,40 @@ struct TrainConfig {
   int64_t limit_train = 0;  // use only the first N training samples (0 = all); for quick runs
 };
 
+// Flag validators with short messages ("must be positive, got 0").
+inline CLI::Validator number_check(const char* what, bool (*ok)(double)) {
+  return CLI::Validator(
+      [what, ok](std::string& value) -> std::string {
+        char* end = nullptr;
+        double v = std::strtod(value.c_str(), &end);
+        if (end == value.c_str() || *end != '\0' || !ok(v)) return std::string("must be ") + what + ", got '" + value + "'";
+        return "";
+      },
+      what);
+}
+inline const CLI::Validator kPositive = number_check("positive", [](double v) { return v > 0; });
+inline const CLI::Validator kNonNegative = number_check("non-negative", [](double v) { return v >= 0; });
+inline const CLI::Validator kFraction = number_check("in [0, 1)", [](double v) { return v >= 0 && v < 1; });
+
 inline void add_common_flags(CLI::App& app, TrainConfig& c) {
-  app.add_option("--epochs", c.epochs, "training epochs")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--batch-size", c.batch_size, "samples per step")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--epochs", c.epochs, "training epochs")->check(kPositive)->capture_default_str();
+  app.add_option("--batch-size", c.batch_size, "samples per step")->check(kPositive)->capture_default_str();
   app.add_option("--optimizer", c.optimizer, "sgd | adam | adamw | rmsprop")
       ->check(CLI::IsMember({"sgd", "adam", "adamw", "rmsprop"}))->capture_default_str();
-  app.add_option("--lr", c.lr, "learning rate")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--momentum", c.momentum, "SGD / RMSProp momentum")->check(CLI::Range(0.0, 0.999))->capture_default_str();
+  app.add_option("--lr", c.lr, "learning rate")->check(kPositive)->capture_default_str();
+  app.add_option("--momentum", c.momentum, "SGD / RMSProp momentum")->check(kFraction)->capture_default_str();
   app.add_option("--weight-decay", c.weight_decay, "L2 weight decay (decoupled for adamw)")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
+      ->check(kNonNegative)->capture_default_str();
   app.add_option("--schedule", c.schedule, "learning-rate schedule: cosine | step | none")
       ->check(CLI::IsMember({"cosine", "step", "none"}))->capture_default_str();
   app.add_option("--label-smoothing", c.label_smoothing, "cross-entropy label smoothing")
-      ->check(CLI::Range(0.0, 0.99))->capture_default_str();
+      ->check(kFraction)->capture_default_str();
   app.add_option("--seed", c.seed, "seed for initialisation, shuffling and dropout")->capture_default_str();
-  app.add_option("--threads", c.threads, "CPU threads (default: DL_NUM_THREADS or all cores)")->check(CLI::NonNegativeNumber);
+  app.add_option("--threads", c.threads, "CPU threads (default: DL_NUM_THREADS or all cores)")->check(kNonNegative);
   app.add_option("--data-dir", c.data_dir, "directory with the (Fashion-)MNIST IDX files")->capture_default_str();
   app.add_option("--log", c.log_path, "metrics log file, one row per epoch (.csv or .jsonl)");
   app.add_option("--plot", c.plot_path, "render training curves to this PNG at the end (needs gnuplot and --log)");
-  app.add_option("--limit-train", c.limit_train, "train on the first N samples only (quick runs)")->check(CLI::NonNegativeNumber);
+  app.add_option("--limit-train", c.limit_train, "train on the first N samples only (quick runs)")->check(kNonNegative);
 }
 
 inline std::unique_ptr<dl::optim::Optimizer> make_optimizer(const TrainConfig& c, const dl::optim::NamedParameters& params) {
