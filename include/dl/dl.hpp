@@ -27,8 +27,11 @@
 #include "dl/autograd/record.hpp"
 
 #include "dl/ops/elementwise.hpp"
+#include "dl/ops/indexing.hpp"
 #include "dl/ops/loss.hpp"
 #include "dl/ops/matmul.hpp"
+#include "dl/ops/reduce.hpp"
+#include "dl/ops/shaping.hpp"
 #include "dl/ops/softmax.hpp"
 
 #include "dl/data/dataloader.hpp"

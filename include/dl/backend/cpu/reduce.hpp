@@ -3,11 +3,16 @@
 // reduced sub-space of every output element, in parallel over outputs, or over chunks of the
 // reduced space when there are fewer outputs than threads (partials merged in a fixed order, so
 // results depend only on the thread count). sum_reduce adds a row-accumulating path for the
-// common "reduce the leading dims, keep the contiguous inner dim" case (bias gradients).
+// common "reduce the leading dims, keep the contiguous inner dim" case (bias gradients);
+// arg_reduce (max/min with the position of the first extremum), prod_reduce (product of the
+// non-zero elements plus a zero count, for prod's gradient) and scatter_reduced (the inverse
+// placement used by the max/min gradient) build on the same plan.
 #pragma once
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "dl/core/parallel.hpp"
@@ -42,12 +47,23 @@ struct ReducePlan {
     }
     return off;
   }
+  // Offset of flat index r (row-major over the reduced dims) inside one output's sub-space.
+  int64_t red_offset(int64_t r) const {
+    int64_t off = 0;
+    for (int d = nred - 1; d >= 0; --d) {
+      off += (r % red_dims[static_cast<size_t>(d)]) * red_strides[static_cast<size_t>(d)];
+      r /= red_dims[static_cast<size_t>(d)];
+    }
+    return off;
+  }
 };
 
 // acc = comb(acc, value, flat_reduced_index) over reduced indices [r0, r1) starting at base.
 template <class T, class Acc, class Comb>
 Acc reduce_range(const T* base, const ReducePlan& p, int64_t r0, int64_t r1, Acc acc, Comb& comb) {
-  if (p.nred == 0) return r0 < r1 ? comb(acc, *base, 0) : acc;
+  // An empty range must return before the index split below (a reduced dim may be 0).
+  if (r0 >= r1) return acc;
+  if (p.nred == 0) return comb(acc, *base, 0);
   std::array<int64_t, kMaxRank> idx{};
   int64_t rest = r0, off = 0;
   for (int d = p.nred - 1; d >= 0; --d) {
@@ -136,6 +152,89 @@ void sum_reduce(const T* base, const Shape& shape, const Strides& strides, const
   }
   reduce(base, p, out, T(0), [](T acc, T v, int64_t) { return static_cast<T>(acc + v); },
          [](T a, T b) { return static_cast<T>(a + b); });
+}
+
+// A running extremum: its value and the flat reduced index where it was first seen (-1: none).
+template <class T>
+struct ArgAcc {
+  T value{};
+  int64_t index = -1;
+};
+
+// True when v should replace the current extremum a. NaN wins over numbers (NaN propagates, as
+// in NumPy), and equal values never replace, so the first extremum in row-major order is kept.
+template <bool Max, class T>
+bool arg_better(T v, T a) {
+  if constexpr (std::is_floating_point_v<T>) {
+    if (std::isnan(a)) return false;
+    if (std::isnan(v)) return true;
+  }
+  return Max ? v > a : v < a;
+}
+
+// values[o] = max (Max) or min over the masked axes; indices[o] = flat index of its first
+// occurrence within the reduced sub-space (row-major over the reduced axes). Outputs with an
+// empty reduced sub-space get index -1; callers reject that case before calling.
+template <bool Max, class T>
+void arg_reduce(const T* base, const Shape& shape, const Strides& strides, const std::array<bool, kMaxRank>& mask,
+                T* values, int64_t* indices) {
+  ReducePlan p(shape, strides, mask);
+  std::vector<ArgAcc<T>> acc(static_cast<size_t>(p.outputs));
+  auto comb = [](ArgAcc<T> a, T v, int64_t r) {
+    if (a.index < 0 || arg_better<Max>(v, a.value)) return ArgAcc<T>{v, r};
+    return a;
+  };
+  // Partials arrive in index order, so keeping `a` on ties keeps the first occurrence.
+  auto merge = [](ArgAcc<T> a, ArgAcc<T> b) {
+    if (b.index >= 0 && (a.index < 0 || arg_better<Max>(b.value, a.value))) return b;
+    return a;
+  };
+  reduce(base, p, acc.data(), ArgAcc<T>{}, comb, merge);
+  for (int64_t o = 0; o < p.outputs; ++o) {
+    values[o] = acc[static_cast<size_t>(o)].value;
+    indices[o] = acc[static_cast<size_t>(o)].index;
+  }
+}
+
+// A product split into the product of the non-zero factors and the number of zero factors:
+// the true product is 0 when zeros > 0, and prod's gradient needs both parts.
+template <class T>
+struct ProdAcc {
+  T nonzero_product = T(1);
+  int64_t zeros = 0;
+};
+
+template <class T>
+void prod_reduce(const T* base, const Shape& shape, const Strides& strides, const std::array<bool, kMaxRank>& mask,
+                 T* nonzero_product, int64_t* zeros) {
+  ReducePlan p(shape, strides, mask);
+  std::vector<ProdAcc<T>> acc(static_cast<size_t>(p.outputs));
+  reduce(base, p, acc.data(), ProdAcc<T>{},
+         [](ProdAcc<T> a, T v, int64_t) {
+           if (v == T(0)) ++a.zeros;
+           else a.nonzero_product = static_cast<T>(a.nonzero_product * v);
+           return a;
+         },
+         [](ProdAcc<T> a, ProdAcc<T> b) {
+           return ProdAcc<T>{static_cast<T>(a.nonzero_product * b.nonzero_product), a.zeros + b.zeros};
+         });
+  for (int64_t o = 0; o < p.outputs; ++o) {
+    nonzero_product[o] = acc[static_cast<size_t>(o)].nonzero_product;
+    zeros[o] = acc[static_cast<size_t>(o)].zeros;
+  }
+}
+
+// The inverse of arg_reduce's placement: out (contiguous, of `shape`, zero-filled by the caller)
+// gets out[position of indices[o]] = values[o] for every output o. Each output owns a disjoint
+// sub-space, so the writes never collide.
+template <class T>
+void scatter_reduced(const T* values, const int64_t* indices, const Shape& shape,
+                     const std::array<bool, kMaxRank>& mask, T* out) {
+  ReducePlan p(shape, contiguous_strides(shape), mask);
+  parallel_for(0, p.outputs, 16384, [&](int64_t o0, int64_t o1) {
+    for (int64_t o = o0; o < o1; ++o)
+      if (indices[o] >= 0) out[p.kept_offset(o) + p.red_offset(indices[o])] = values[o];
+  });
 }
 
 }  // namespace dl::cpu
