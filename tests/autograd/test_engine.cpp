@@ -161,3 +161,23 @@ TEST_CASE("autograd: checkpoint replays random draws") {
   y.backward();
   CHECK(array_equal(x.grad(), noise_ref));  // d(sum(x * noise))/dx = the same noise as forward
 }
+
+TEST_CASE("autograd: on_ready fires once per leaf when its gradient is complete") {
+  auto w1 = randn<double>({3, 3}).attach_grad(), w2 = randn<double>({3, 3}).attach_grad();
+  auto x = randn<double>({2, 3});
+  std::vector<std::string> events;
+  std::vector<double> w1_grad_at_ready;
+  w1.grad_meta()->on_ready = [&] { events.push_back("w1"); w1_grad_at_ready = w1.grad().to_vector(); };
+  w2.grad_meta()->on_ready = [&] { events.push_back("w2"); };
+  NDArray<double> y;
+  {
+    autograd::record rec;
+    NDArray<double> h = tanh(matmul(x, w1));
+    NDArray<double> z = matmul(h, w2) + matmul(h, w1);  // w1 used twice: ready only after both
+    y = matmul(matmul(ones<double>({2}), z), ones<double>({3}));
+  }
+  y.backward();
+  CHECK(events.size() == 2);
+  CHECK(events[1] == "w1");  // w2 completes first: its only use is late in the forward
+  CHECK(w1_grad_at_ready == w1.grad().to_vector());  // nothing was added after the callback
+}

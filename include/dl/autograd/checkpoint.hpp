@@ -41,6 +41,7 @@ auto checkpoint(Fn fn, const NDArray<First>& first, const NDArray<Rest>&... rest
     node->inputs.push_back(x.tracks_grad() ? x.grad_meta() : nullptr);
     node->shapes.push_back(x.shape());
     if (x.grad_fn()) node->next.push_back(x.grad_fn());
+    if (x.tracks_grad()) node->note_input(x.grad_meta());
   }
   node->backward = [call, inputs, train, rng](const NDArray<T>& g) {
     std::array<NDArray<T>, N> leaves;

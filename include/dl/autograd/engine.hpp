@@ -43,6 +43,7 @@ void backward(const NDArray<T>& root, const NDArray<T>& head, bool retain_graph)
   const auto& meta = root.grad_meta();
   if (!meta->grad_fn) {
     accumulate(meta, g);
+    if (meta->on_ready) meta->on_ready();
     return;
   }
   std::vector<Node*> order;
@@ -58,11 +59,23 @@ void backward(const NDArray<T>& root, const NDArray<T>& head, bool retain_graph)
     for (const auto& p : n->next) stack.push_back(p.get());
   }
   std::sort(order.begin(), order.end(), [](Node* a, Node* b) { return a->seq > b->seq; });
-  for (Node* n : order) n->clear_pending();
+  const bool outermost = detail::backward_depth() == 1;
+  for (Node* n : order) {
+    n->clear_pending();
+    // A nested backward (checkpoint recomputation) adds to the outer pass's counts instead.
+    if (outermost)
+      for (auto& use : n->leaf_uses) *use.uses = 0;
+  }
+  for (Node* n : order)
+    for (auto& use : n->leaf_uses) ++*use.uses;
   meta->grad_fn->pending = g;
   try {
-    for (Node* n : order)
+    for (Node* n : order) {
       if (n->has_pending()) n->apply();
+      // A leaf whose last producer just ran has its final gradient for this pass.
+      for (auto& use : n->leaf_uses)
+        if (--*use.uses == 0 && *use.on_ready) (*use.on_ready)();
+    }
   } catch (...) {
     for (Node* n : order) n->clear_pending();
     throw;
@@ -144,6 +157,7 @@ NDArray<U> NDArray<T>::cast() const {
       auto node = std::make_shared<autograd::CastNode<T, U>>();
       node->name = "cast";
       node->input = meta_;
+      node->note_input(meta_);
       if (meta_->grad_fn) node->next.push_back(meta_->grad_fn);
       out.grad_meta() = std::make_shared<autograd::GradMeta<U>>();
       out.grad_meta()->grad_fn = std::move(node);

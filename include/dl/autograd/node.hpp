@@ -5,6 +5,7 @@
 #pragma once
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,6 +24,18 @@ struct Node {
   uint64_t seq = 0;                         // recording order: reverse seq is a topological order
   std::vector<std::shared_ptr<Node>> next;  // the nodes that produced this node's inputs
   bool released = false;                    // saved tensors freed by a backward without retain_graph
+
+  // The leaves this node sends gradients to, so backward can tell a leaf "your gradient is
+  // complete" (GradMeta::on_ready) as soon as the last node feeding it has run.
+  struct LeafUse {
+    int* uses;
+    std::function<void()>* on_ready;
+  };
+  std::vector<LeafUse> leaf_uses;
+  template <class Meta>
+  void note_input(const std::shared_ptr<Meta>& m) {
+    if (m && !m->grad_fn && m->requires_grad) leaf_uses.push_back({&m->uses, &m->on_ready});
+  }
 
   Node() {
     static std::atomic<uint64_t> counter{0};
@@ -52,6 +65,10 @@ struct GradMeta {
   NDArray<T> grad;                            // leaf gradient buffer (same shape as the array)
   uint64_t grad_epoch = 0;                    // the backward pass that last wrote `grad`
   std::shared_ptr<TypedNode<T>> grad_fn;      // producing node, for non-leaves
+  // Called during backward once this leaf's gradient for the pass is complete (data-parallel
+  // training starts communicating it while backward goes on). `uses` is the engine's counter.
+  std::function<void()> on_ready;
+  int uses = 0;
 };
 
 }  // namespace dl::autograd

@@ -17,6 +17,7 @@
 
 #include "dl/autograd/node.hpp"
 #include "dl/backend/cpu/reduce.hpp"
+#include "dl/expr/expr.hpp"
 #include "dl/ndarray/ndarray.hpp"
 
 namespace dl::autograd {
@@ -73,7 +74,8 @@ template <class T>
 void accumulate(const std::shared_ptr<GradMeta<T>>& m, const NDArray<T>& g) {
   if (m->grad_fn) {
     auto& p = m->grad_fn->pending;
-    if (p.defined()) p = NDArray<T>(p + g);
+    // Out of place: p or g may be shared with another node's pending gradient.
+    if (p.defined()) p = dl::detail::evaluate(BinaryExpr<prim::Add, NDArray<T>, NDArray<T>>{{}, p, g});
     else p = g;
     return;
   }
@@ -123,6 +125,7 @@ void record_op(const char* name, const std::vector<NDArray<T>>& inputs, NDArray<
     node->inputs.push_back(x.tracks_grad() ? x.grad_meta() : nullptr);
     node->shapes.push_back(x.shape());
     if (x.grad_fn()) node->next.push_back(x.grad_fn());
+    if (x.tracks_grad()) node->note_input(x.grad_meta());
   }
   node->backward = std::forward<Fn>(backward);
   out.grad_meta() = std::make_shared<GradMeta<T>>();

@@ -60,7 +60,10 @@ void record_fused(const E& e, NDArray<T>& out) {
     node->shape = out.shape();
     int l = 0;
     for_each_leaf(e, [&](const auto& leaf) {
-      if (leaf.tracks_grad()) node->metas[static_cast<size_t>(l)] = leaf.grad_meta();
+      if (leaf.tracks_grad()) {
+        node->metas[static_cast<size_t>(l)] = leaf.grad_meta();
+        node->note_input(leaf.grad_meta());
+      }
       node->leaf_shapes[static_cast<size_t>(l)] = leaf.shape();
       if (leaf.grad_fn()) node->next.push_back(leaf.grad_fn());
       ++l;
