@@ -1,0 +1,3 @@
+// expect: NDArray: element type must be
+#include "dl/dl.hpp"
+int main() { dl::NDArray<char> a; }
