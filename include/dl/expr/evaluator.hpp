@@ -6,6 +6,8 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 #include "dl/expr/expr.hpp"
 
@@ -45,37 +47,45 @@ inline Strides broadcast_strides(const Shape& in, const Strides& st, const Shape
 }
 
 // Merges adjacent dims wherever every operand's strides allow it; drops size-1 dims.
-inline LoopLayout make_layout(const Shape& out, const std::vector<Strides>& operands) {
+// operands[0 .. count) are the strides of every operand broadcast to `out`. No allocation: this
+// runs once per eager elementwise op.
+inline LoopLayout make_layout(const Shape& out, const Strides* operands, int count) {
   LoopLayout L;
   L.shape = out;
-  std::vector<int> kept;
+  std::array<int, kMaxRank> kept{};
+  int n_kept = 0;
   for (int d = 0; d < out.rank(); ++d)
-    if (out[d] != 1) kept.push_back(d);
-  if (kept.empty()) {
+    if (out[d] != 1) kept[static_cast<size_t>(n_kept++)] = d;
+  if (n_kept == 0) {
     L.rank = 1;
     L.dims[0] = out.rank() == 0 ? 1 : out.numel();
     L.group_last[0] = -1;
     return L;
   }
   // Walk from the innermost kept dim outwards, extending the current group while contiguous.
-  std::vector<std::pair<int64_t, int>> groups;  // (extent, innermost original dim)
-  groups.push_back({out[kept.back()], kept.back()});
-  for (int k = static_cast<int>(kept.size()) - 2; k >= 0; --k) {
+  std::array<std::pair<int64_t, int>, kMaxRank> groups{};  // (extent, innermost original dim)
+  int n_groups = 0;
+  int innermost = kept[static_cast<size_t>(n_kept - 1)];
+  groups[static_cast<size_t>(n_groups++)] = {out[innermost], innermost};
+  for (int k = n_kept - 2; k >= 0; --k) {
     int d = kept[static_cast<size_t>(k)];
-    auto& [extent, last] = groups.back();
+    auto& [extent, last] = groups[static_cast<size_t>(n_groups - 1)];
     bool mergeable = true;
-    for (const auto& st : operands) {
-      if (st[d] != st[last] * extent) { mergeable = false; break; }
+    for (int o = 0; o < count; ++o) {
+      if (operands[o][d] != operands[o][last] * extent) { mergeable = false; break; }
     }
     if (mergeable) extent *= out[d];
-    else groups.push_back({out[d], d});
+    else groups[static_cast<size_t>(n_groups++)] = {out[d], d};
   }
-  L.rank = static_cast<int>(groups.size());
+  L.rank = n_groups;
   for (int g = 0; g < L.rank; ++g) {
     L.dims[g] = groups[static_cast<size_t>(L.rank - 1 - g)].first;
     L.group_last[g] = groups[static_cast<size_t>(L.rank - 1 - g)].second;
   }
   return L;
+}
+inline LoopLayout make_layout(const Shape& out, const std::vector<Strides>& operands) {
+  return make_layout(out, operands.data(), static_cast<int>(operands.size()));
 }
 
 template <class E> struct Evaluator;
