@@ -1,17 +1,27 @@
-// parallel_for over an index range with a fixed, configurable thread count. The range is cut
-// into equal static chunks (deterministic), and nested calls run serially in the calling thread.
-// Thread count: set_num_threads(n), else the DL_NUM_THREADS environment variable, else all cores.
+// parallel_for over an index range on dl's own thread pool, with a configurable thread count:
+// set_num_threads(n), else the DL_NUM_THREADS environment variable, else all cores.
+//
+// Why not an OpenMP fork/join: an OpenMP region ends in a barrier that waits for every thread,
+// so on a busy machine one descheduled thread stalls every small operation (an MLP step has
+// dozens) by a scheduler time slice; 2 threads then ran 40x slower than 1. Here the range is cut
+// into fixed chunks (boundaries depend only on the range, the grain and the thread count, so
+// results are deterministic), the calling thread takes chunks itself, and it waits only for
+// chunks a worker has actually started: a worker that wakes late finds nothing left and no one
+// waits for it. Nested calls (from inside a chunk) run serially in the calling thread. An
+// exception thrown by a chunk is rethrown in the caller after the other chunks finish.
 #pragma once
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
+#include <exception>
+#include <memory>
+#include <mutex>
 #include <thread>
+#include <vector>
 
 #include "dl/core/error.hpp"
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 namespace dl {
 
@@ -28,43 +38,146 @@ inline std::atomic<int>& thread_setting() {
   }()};
   return n;
 }
+inline bool& inside_chunk() { thread_local bool inside = false; return inside; }
 }  // namespace detail
 
 inline int num_threads() { return detail::thread_setting().load(std::memory_order_relaxed); }
 inline void set_num_threads(int n) {
-  check<ValueError>(n > 0, "set_num_threads: thread count must be positive, got ", n);
+  check<ValueError>(n > 0 && n <= 4096, "set_num_threads: thread count must be in [1, 4096], got ", n);
   detail::thread_setting().store(n);
 }
 
-inline bool in_parallel_region() {
-#ifdef _OPENMP
-  return omp_in_parallel();
-#else
-  return false;
-#endif
-}
+// True while running inside a parallel_for chunk (nested parallel_for calls run serially).
+inline bool in_parallel_region() { return detail::inside_chunk(); }
 
-// Calls fn(chunk_begin, chunk_end) over [begin, end). Runs serially when the range is smaller
-// than `grain` elements per thread or when already inside a parallel region.
+namespace detail {
+
+class ThreadPool {
+ public:
+  // One parallel_for: chunks are claimed with an atomic counter; `done` counts finished ones.
+  struct Job {
+    void (*run)(void* ctx, int64_t chunk) = nullptr;
+    void* ctx = nullptr;
+    int64_t chunks = 0;
+    std::atomic<int64_t> next{0};
+    std::atomic<int64_t> done{0};
+    std::exception_ptr error;
+    std::mutex error_mutex;
+  };
+
+  static ThreadPool& instance() {
+    static ThreadPool* pool = new ThreadPool();  // never destroyed: workers may outlive main()'s statics
+    return *pool;
+  }
+
+  void run(int threads, int64_t chunks, void (*fn)(void*, int64_t), void* ctx) {
+    ensure_workers(threads - 1);
+    auto job = std::make_shared<Job>();
+    job->run = fn;
+    job->ctx = ctx;
+    job->chunks = chunks;
+    {
+      std::lock_guard lock(mutex_);
+      current_ = job;
+      ++generation_;
+      wanted_ = threads - 1;
+    }
+    wake_.notify_all();
+    work_on(*job);
+    // Wait only for chunks that workers have claimed and not yet finished.
+    if (job->done.load(std::memory_order_acquire) != chunks) {
+      std::unique_lock lock(mutex_);
+      finished_.wait(lock, [&] { return job->done.load(std::memory_order_acquire) == chunks; });
+    }
+    {
+      std::lock_guard lock(mutex_);
+      if (current_ == job) current_.reset();
+    }
+    if (job->error) std::rethrow_exception(job->error);
+  }
+
+ private:
+  ThreadPool() = default;
+
+  void work_on(Job& job) {
+    bool& inside = inside_chunk();
+    bool was_inside = inside;
+    inside = true;
+    for (;;) {
+      int64_t c = job.next.fetch_add(1, std::memory_order_relaxed);
+      if (c >= job.chunks) break;
+      try {
+        job.run(job.ctx, c);
+      } catch (...) {
+        std::lock_guard lock(job.error_mutex);
+        if (!job.error) job.error = std::current_exception();
+      }
+      if (job.done.fetch_add(1, std::memory_order_acq_rel) + 1 == job.chunks) {
+        std::lock_guard lock(mutex_);
+        finished_.notify_all();
+      }
+    }
+    inside = was_inside;
+  }
+
+  void ensure_workers(int n) {
+    std::lock_guard lock(mutex_);
+    while (static_cast<int>(workers_.size()) < n) {
+      int index = static_cast<int>(workers_.size());
+      workers_.emplace_back([this, index] { worker_loop(index); });
+      workers_.back().detach();
+    }
+  }
+
+  void worker_loop(int index) {
+    uint64_t seen = 0;
+    for (;;) {
+      std::shared_ptr<Job> job;
+      {
+        std::unique_lock lock(mutex_);
+        // Workers beyond the current thread count stay asleep.
+        wake_.wait(lock, [&] { return generation_ != seen && index < wanted_; });
+        seen = generation_;
+        job = current_;
+      }
+      if (job) work_on(*job);
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable wake_, finished_;
+  std::vector<std::thread> workers_;
+  std::shared_ptr<Job> current_;
+  uint64_t generation_ = 0;
+  int wanted_ = 0;
+};
+
+}  // namespace detail
+
+// Calls fn(chunk_begin, chunk_end) over [begin, end) in chunks of at least `grain` elements.
+// Runs serially when the range is small, one thread is configured, or inside another chunk.
 template <class Fn>
 void parallel_for(int64_t begin, int64_t end, int64_t grain, Fn&& fn) {
   int64_t n = end - begin;
   if (n <= 0) return;
   int threads = num_threads();
-  int64_t max_useful = std::max<int64_t>(1, n / std::max<int64_t>(grain, 1));
-  threads = static_cast<int>(std::min<int64_t>(threads, max_useful));
-#ifdef _OPENMP
-  if (threads > 1 && !omp_in_parallel()) {
-    int64_t chunk = (n + threads - 1) / threads;
-#pragma omp parallel for num_threads(threads) schedule(static, 1)
-    for (int t = 0; t < threads; ++t) {
-      int64_t b = begin + t * chunk, e = std::min(end, b + chunk);
-      if (b < e) fn(b, e);
-    }
+  grain = std::max<int64_t>(grain, 1);
+  if (threads <= 1 || n < 2 * grain || detail::inside_chunk()) {
+    fn(begin, end);
     return;
   }
-#endif
-  fn(begin, end);
+  // A few chunks per thread, so a slow or late thread holds up at most a small piece.
+  int64_t chunks = std::min<int64_t>(n / grain, int64_t{4} * threads);
+  struct Ctx {
+    Fn* fn;
+    int64_t begin, n, chunks;
+  } ctx{&fn, begin, n, chunks};
+  auto run_chunk = [](void* p, int64_t c) {
+    auto* x = static_cast<Ctx*>(p);
+    int64_t b = x->begin + x->n * c / x->chunks, e = x->begin + x->n * (c + 1) / x->chunks;
+    if (b < e) (*x->fn)(b, e);
+  };
+  detail::ThreadPool::instance().run(static_cast<int>(std::min<int64_t>(threads, chunks)), chunks, run_chunk, &ctx);
 }
 
 }  // namespace dl
