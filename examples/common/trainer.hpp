@@ -37,6 +37,11 @@ struct TrainConfig {
   std::string log_path;
   std::string plot_path;
   int64_t limit_train = 0;  // use only the first N training samples (0 = all); for quick runs
+  // Set by an example, not a common flag (train_lenet and train_resnet expose --limit-test):
+  int64_t limit_test = 0;   // evaluate on the first N test samples only (0 = all)
+  // Per-sample augmentation of the training set (e.g. RandomCrop + RandomHorizontalFlip from
+  // dl/data/transforms.hpp); it runs in the DataLoader's prefetch thread. Null: none.
+  std::shared_ptr<const dl::data::Transform> train_transform;
 };
 
 // Flag validators with short messages ("must be positive, got 0").
@@ -112,15 +117,16 @@ template <class Model>
 int run_training(const char* name, Model& net, const TrainConfig& c) {
   using Clock = std::chrono::steady_clock;
   if (c.threads > 0) dl::set_num_threads(c.threads);
-  std::printf("%s: backend cpu (Eigen %d.%d.%d, OpenMP), %d threads, seed %llu\n", name, EIGEN_WORLD_VERSION,
+  std::printf("%s: backend cpu (Eigen %d.%d.%d GEMM, dl thread pool), %d threads, seed %llu\n", name, EIGEN_WORLD_VERSION,
               EIGEN_MAJOR_VERSION, EIGEN_MINOR_VERSION, dl::num_threads(), static_cast<unsigned long long>(c.seed));
   auto train = dl::data::load_mnist(c.data_dir, dl::data::Split::train);
   auto test = dl::data::load_mnist(c.data_dir, dl::data::Split::test);
-  dl::data::TensorDataset train_set = first_n(train, c.limit_train), test_set(test.images, test.labels);
+  dl::data::TensorDataset train_set = first_n(train, c.limit_train), test_set = first_n(test, c.limit_test);
   std::printf("%s: %lld training and %lld test images from %s\n", name, static_cast<long long>(train_set.size()),
               static_cast<long long>(test_set.size()), c.data_dir.c_str());
 
-  dl::data::DataLoader loader(train_set, {.batch_size = c.batch_size, .shuffle = true, .seed = c.seed});
+  dl::data::DataLoader loader(train_set,
+                              {.batch_size = c.batch_size, .shuffle = true, .seed = c.seed, .transform = c.train_transform});
   auto opt = make_optimizer(c, net.named_parameters());
   const int64_t steps_per_epoch = (train_set.size() + c.batch_size - 1) / c.batch_size;
   auto schedule = make_schedule(c, steps_per_epoch * c.epochs);
