@@ -21,6 +21,7 @@
 #include "dl/expr/expr.hpp"
 #include "dl/expr/primitives.hpp"
 
+#include "dl/autograd/anomaly.hpp"
 #include "dl/autograd/checkpoint.hpp"
 #include "dl/autograd/engine.hpp"
 #include "dl/autograd/gradcheck.hpp"
@@ -61,6 +62,11 @@
 #include "dl/data/idx.hpp"
 #include "dl/data/mnist.hpp"
 #include "dl/data/transforms.hpp"
+
+#include "dl/io/any_array.hpp"
+#include "dl/io/checkpoint.hpp"
+#include "dl/io/npy.hpp"
+#include "dl/io/safetensors.hpp"
 
 #include "dl/util/metrics.hpp"
 #include "dl/util/metrics_log.hpp"

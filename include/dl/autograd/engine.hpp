@@ -13,8 +13,6 @@ namespace dl::autograd {
 
 namespace detail {
 inline int& backward_depth() { thread_local int depth = 0; return depth; }
-// Anomaly mode hook: checks a gradient for NaN/Inf after each node (see autograd/anomaly.hpp).
-inline bool& anomaly_flag() { static bool on = false; return on; }
 }  // namespace detail
 
 template <class T>
@@ -130,7 +128,9 @@ struct CastNode : TypedNode<U> {
   void apply() override {
     NDArray<U> g = std::move(this->pending);
     this->pending = NDArray<U>();
-    accumulate(input, g.template cast<T>());
+    NDArray<T> gt = g.template cast<T>();
+    if (is_anomaly_enabled()) detail::anomaly_check_gradient(this->name, gt, 0);
+    accumulate(input, gt);
   }
   void release() override { this->released = true; }
 };

@@ -15,10 +15,14 @@
 #include <memory>
 #include <vector>
 
+#include "dl/autograd/anomaly.hpp"
 #include "dl/autograd/node.hpp"
 #include "dl/backend/cpu/reduce.hpp"
 #include "dl/expr/expr.hpp"
 #include "dl/ndarray/ndarray.hpp"
+
+// Tells autograd/anomaly.hpp's users (and its tests) that the tape calls the anomaly checks.
+#define DL_ANOMALY_HOOKS 1
 
 namespace dl::autograd {
 
@@ -103,6 +107,9 @@ struct FunctionNode : TypedNode<T> {
     std::vector<NDArray<T>> grads = backward(g);
     check<AutogradError>(grads.size() == inputs.size(), this->name, ": backward returned ", grads.size(),
                          " gradients for ", inputs.size(), " inputs");
+    if (is_anomaly_enabled())
+      for (size_t i = 0; i < grads.size(); ++i)
+        if (inputs[i] && grads[i].defined()) detail::anomaly_check_gradient(this->name, grads[i], i);
     for (size_t i = 0; i < inputs.size(); ++i)
       if (inputs[i] && grads[i].defined()) accumulate(inputs[i], dl::detail::sum_to(grads[i], shapes[i]));
   }
@@ -119,6 +126,7 @@ void record_op(const char* name, const std::vector<NDArray<T>>& inputs, NDArray<
   bool any = false;
   for (const auto& x : inputs) any = any || x.tracks_grad();
   if (!any) return;
+  if (is_anomaly_enabled()) detail::anomaly_check_forward(name, out, inputs);
   auto node = std::make_shared<FunctionNode<T>>();
   node->name = name;
   for (const auto& x : inputs) {

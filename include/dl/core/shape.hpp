@@ -68,7 +68,12 @@ class Shape {
     check<ShapeError>(n <= kMaxRank, "shape: rank ", n, " exceeds the maximum of ", kMaxRank);
     rank_ = 0;
     for (; first != last; ++first) push_back(static_cast<int64_t>(*first));
-    (void)numel();  // reject overflowing shapes at construction
+    // Reject shapes whose element count overflows, and also those whose strides would: with a zero
+    // dim numel() is 0, but contiguous_strides() still multiplies the other dims.
+    int64_t span = 1;
+    for (int i = 0; i < rank_; ++i)
+      if (__builtin_mul_overflow(span, std::max<int64_t>(dims_[i], 1), &span))
+        fail<ShapeError>("shape: dimensions of ", to_string(), " multiply past int64 (the strides would overflow)");
   }
   std::array<int64_t, kMaxRank> dims_{};
   int rank_ = 0;

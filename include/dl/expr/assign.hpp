@@ -34,6 +34,9 @@ struct FusedNode : TypedNode<T> {
       ptrs[l] = bufs[l].numel() ? bufs[l].data() : nullptr;
     }
     expr::run_backward(*expr, shape, g, ptrs);
+    if (is_anomaly_enabled())
+      for (int l = 0; l < kLeaves; ++l)
+        if (metas[l]) detail::anomaly_check_gradient(detail::fused_name(*expr), bufs[l], static_cast<size_t>(l));
     for (int l = 0; l < kLeaves; ++l)
       if (metas[l]) accumulate(metas[l], dl::detail::sum_to(bufs[l], leaf_shapes[l]));
   }
@@ -56,6 +59,11 @@ void record_fused(const E& e, NDArray<T>& out) {
     if (!any) return;
     auto node = std::make_shared<autograd::FusedNode<T, E>>();
     node->name = "elementwise";
+    if (autograd::is_anomaly_enabled()) {  // check the output; errors name the formula
+      std::vector<NDArray<T>> leaves;
+      for_each_leaf(e, [&](const auto& leaf) { leaves.push_back(leaf); });
+      autograd::detail::anomaly_check_forward(autograd::detail::fused_name(e), out, leaves);
+    }
     node->expr.emplace(e);
     node->shape = out.shape();
     int l = 0;
