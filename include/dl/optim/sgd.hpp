@@ -40,14 +40,26 @@ class SGD : public Optimizer {
                 wd = static_cast<float>(weight_decay_);
     float* buf = momentum_ > 0 ? slot(index, 0) : nullptr;
     const bool nesterov = nesterov_;
-    parallel_for(0, n, 16384, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        float d = g[i] + wd * p[i];
-        if (buf) {
-          buf[i] = mu * buf[i] + d;
-          d = nesterov ? d + mu * buf[i] : buf[i];
+    // Branches hoisted and pointers restrict-qualified and captured by value, so each loop
+    // vectorises (with [&] captures and the branches inside, GCC kept it scalar: 7x slower).
+    parallel_for(0, n, 16384, [=](int64_t b, int64_t e) {
+      float* __restrict pp = p;
+      const float* __restrict gg = g;
+      float* __restrict bb = buf;
+      if (!bb) {
+        for (int64_t i = b; i < e; ++i) pp[i] -= lr * (gg[i] + wd * pp[i]);
+      } else if (!nesterov) {
+        for (int64_t i = b; i < e; ++i) {
+          const float m = mu * bb[i] + (gg[i] + wd * pp[i]);
+          bb[i] = m;
+          pp[i] -= lr * m;
         }
-        p[i] -= lr * d;
+      } else {
+        for (int64_t i = b; i < e; ++i) {
+          const float d = gg[i] + wd * pp[i], m = mu * bb[i] + d;
+          bb[i] = m;
+          pp[i] -= lr * (d + mu * m);
+        }
       }
     });
   }
