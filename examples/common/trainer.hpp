@@ -6,6 +6,7 @@
 #include <Eigen/Core>
 
 #include <chrono>
+#include <filesystem>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -13,6 +14,7 @@
 #include <string>
 
 #include "dl/dl.hpp"
+#include "dl/io/checkpoint.hpp"
 #include "dl/nn/module.hpp"
 #include "dl/ops/loss.hpp"
 #include "dl/optim/adam.hpp"
@@ -42,6 +44,11 @@ struct TrainConfig {
   // Per-sample augmentation of the training set (e.g. RandomCrop + RandomHorizontalFlip from
   // dl/data/transforms.hpp); it runs in the DataLoader's prefetch thread. Null: none.
   std::shared_ptr<const dl::data::Transform> train_transform;
+  std::string checkpoint_path;   // save a training checkpoint here (each epoch, and every N steps)
+  int64_t checkpoint_every = 0;  // steps between checkpoints (0: at the end of each epoch only)
+  bool resume = false;           // continue from checkpoint_path when it exists
+  int64_t stop_after_steps = 0;  // stop abruptly after this many steps, no save (tests resume)
+  std::string step_log_path;     // append "step loss" per step (exact decimal) here
 };
 
 // Flag validators with short messages ("must be positive, got 0").
@@ -78,6 +85,13 @@ inline void add_common_flags(CLI::App& app, TrainConfig& c) {
   app.add_option("--log", c.log_path, "metrics log file, one row per epoch (.csv or .jsonl)");
   app.add_option("--plot", c.plot_path, "render training curves to this PNG at the end (needs gnuplot and --log)");
   app.add_option("--limit-train", c.limit_train, "train on the first N samples only (quick runs)")->check(kNonNegative);
+  app.add_option("--checkpoint", c.checkpoint_path, "save a training checkpoint (model, optimizer, RNG, data position) here");
+  app.add_option("--checkpoint-every", c.checkpoint_every, "steps between checkpoints (default: end of each epoch)")
+      ->check(kNonNegative);
+  app.add_flag("--resume", c.resume, "continue from --checkpoint if the file exists");
+  app.add_option("--stop-after-steps", c.stop_after_steps, "stop abruptly after N steps without saving (to test --resume)")
+      ->check(kNonNegative);
+  app.add_option("--step-log", c.step_log_path, "append one line 'step loss' per training step to this file");
 }
 
 inline std::unique_ptr<dl::optim::Optimizer> make_optimizer(const TrainConfig& c, const dl::optim::NamedParameters& params) {
@@ -135,14 +149,32 @@ int run_training(const char* name, Model& net, const TrainConfig& c) {
 
   int64_t step = 0;
   double test_acc = 0;
+  dl::check<dl::ValueError>(!c.resume || !c.checkpoint_path.empty(), "--resume needs --checkpoint PATH");
+  if (c.resume && std::filesystem::exists(c.checkpoint_path)) {
+    auto ck = dl::io::load_checkpoint(c.checkpoint_path);
+    dl::io::restore_checkpoint(ck, net, *opt);
+    loader.load_state(ck.loader);
+    step = ck.step;
+    std::printf("%s: resumed from %s at step %lld (epoch %lld, batch %lld)\n", name, c.checkpoint_path.c_str(),
+                static_cast<long long>(step), static_cast<long long>(ck.loader.epoch + 1),
+                static_cast<long long>(ck.loader.next_batch));
+  } else if (c.resume) {
+    std::printf("%s: no checkpoint at %s yet; starting from scratch\n", name, c.checkpoint_path.c_str());
+  }
+  auto save = [&](int64_t epoch) {
+    if (c.checkpoint_path.empty()) return;
+    dl::io::save_checkpoint(c.checkpoint_path, dl::io::make_checkpoint(net, *opt, step, epoch, loader.state()));
+  };
+  std::FILE* step_log = c.step_log_path.empty() ? nullptr : std::fopen(c.step_log_path.c_str(), "a");
+  dl::check<dl::IoError>(c.step_log_path.empty() || step_log, "--step-log: cannot open '", c.step_log_path, "'");
   auto start = Clock::now();
   net.train();
-  for (int epoch = 1; epoch <= c.epochs; ++epoch) {
+  for (int epoch = static_cast<int>(loader.state().epoch) + 1; epoch <= c.epochs; ++epoch) {
     dl::util::ProgressBar bar(steps_per_epoch, {.desc = "epoch " + std::to_string(epoch) + "/" + std::to_string(c.epochs)});
     dl::util::RunningMean loss_mean;
     dl::util::Accuracy train_acc;
     dl::util::Throughput speed;
-    int64_t i = 0;
+    int64_t i = loader.state().next_batch;
     for (const auto& batch : loader) {
       if (schedule) schedule->apply(*opt, step);
       dl::NDArray<float> logits, loss;
@@ -154,12 +186,20 @@ int run_training(const char* name, Model& net, const TrainConfig& c) {
       loss.backward();  // grad_req write: each backward overwrites the gradients, no zero_grad needed
       opt->step();
       ++step;
+      if (step_log) std::fprintf(step_log, "%lld %.9g\n", static_cast<long long>(step), static_cast<double>(loss.item()));
+      if (c.stop_after_steps > 0 && step >= c.stop_after_steps) {
+        if (step_log) std::fclose(step_log);
+        std::printf("%s: stopping after %lld steps (--stop-after-steps)\n", name, static_cast<long long>(step));
+        return 0;
+      }
+      if (c.checkpoint_every > 0 && step % c.checkpoint_every == 0) save(epoch);
       speed.update(batch.x.shape(0));
       loss_mean.update(loss.item(), static_cast<double>(batch.x.shape(0)));
       train_acc.update(logits, batch.y);
       bar.update(++i, {{"loss", loss_mean.value()}, {"acc", train_acc.value()}});
     }
     bar.finish();
+    save(epoch);
     double seconds = speed.elapsed_seconds(), throughput = speed.samples_per_second();
     test_acc = evaluate(net, test_set);
     std::printf("%s\n", dl::util::epoch_summary(epoch, c.epochs, {{"loss", loss_mean.value()}, {"train_acc", train_acc.value()},
@@ -170,6 +210,7 @@ int run_training(const char* name, Model& net, const TrainConfig& c) {
                   {"lr", opt->lr()}, {"seconds", seconds}, {"samples_per_s", throughput}});
     }
   }
+  if (step_log) std::fclose(step_log);
   double total = std::chrono::duration<double>(Clock::now() - start).count();
   std::printf("%s: test accuracy %.4f after %d epochs (%.1f s)\n", name, test_acc, c.epochs, total);
   if (!c.plot_path.empty()) {
