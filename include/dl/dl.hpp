@@ -42,12 +42,16 @@
 #include "dl/ops/softmax.hpp"
 
 #include "dl/nn/activation.hpp"
+#include "dl/nn/batch_norm.hpp"
+#include "dl/nn/conv.hpp"
 #include "dl/nn/dense.hpp"
 #include "dl/nn/dropout.hpp"
 #include "dl/nn/flatten.hpp"
 #include "dl/nn/init.hpp"
 #include "dl/nn/module.hpp"
 #include "dl/nn/module_list.hpp"
+#include "dl/nn/pool.hpp"
+#include "dl/nn/residual.hpp"
 #include "dl/nn/sequential.hpp"
 
 #include "dl/optim/adam.hpp"
