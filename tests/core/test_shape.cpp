@@ -18,6 +18,9 @@ TEST_CASE("shape: bad dims are rejected with dl errors") {
   CHECK_THROWS_AS(Shape({1, 2, 3, 4, 5, 6, 7, 8, 9}), dl::ShapeError);
   CHECK_THROWS_WITH_AS(Shape({2, -1}), doctest::Contains("negative"), dl::ShapeError);
   CHECK_THROWS_WITH_AS(Shape({int64_t(1) << 40, int64_t(1) << 40}), doctest::Contains("overflows"), dl::ShapeError);
+  // Zero elements, but the strides of the other dims would overflow (found by fuzzing).
+  CHECK_THROWS_WITH_AS(Shape({0, int64_t(1) << 40, int64_t(1) << 40}), doctest::Contains("strides would overflow"),
+                       dl::ShapeError);
 }
 
 TEST_CASE("shape: broadcasting follows NumPy") {

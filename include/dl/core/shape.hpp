@@ -70,6 +70,7 @@ class Shape {
     for (; first != last; ++first) push_back(static_cast<int64_t>(*first));
     // Reject shapes whose element count overflows, and also those whose strides would: with a zero
     // dim numel() is 0, but contiguous_strides() still multiplies the other dims.
+    (void)numel();  // an element count past int64 is reported as such
     int64_t span = 1;
     for (int i = 0; i < rank_; ++i)
       if (__builtin_mul_overflow(span, std::max<int64_t>(dims_[i], 1), &span))
