@@ -41,7 +41,13 @@ grep -E "^ *[0-9]+/[0-9]+ " "$builddir/meson-test.log"
 
 # Count doctest test cases from every program's summary line.
 read -r passed failed < <(awk '
-  /\[doctest\] test cases:/ { for (i = 1; i <= NF; i++) { if ($(i+1) == "passed") p += $i; if ($(i+1) == "failed") f += $i } }
+  /\[doctest\] test cases:/ {  # first "N passed" / "N failed" only: a line may also carry assertion counts
+    dp = 0; df = 0
+    for (i = 1; i <= NF; i++) {
+      if (!dp && $(i+1) == "passed") { p += $i; dp = 1 }
+      if (!df && $(i+1) == "failed") { f += $i; df = 1 }
+    }
+  }
   END { print p + 0, f + 0 }' "$builddir/meson-logs/testlog.txt")
 # A program that crashed prints no summary: count it as one failed case.
 crashed=$(grep -cE "^ *[0-9]+/[0-9]+ .*(FAIL|TIMEOUT)" "$builddir/meson-test.log" || true)
