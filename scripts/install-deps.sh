@@ -2,7 +2,8 @@
 # Installs what dl's build, tests and examples need from Debian's packages (idempotent).
 # Usage: scripts/install-deps.sh [--mpi]    (run as root, or with sudo available)
 set -euo pipefail
-pkgs=(g++ meson ninja-build pkg-config libeigen3-dev zlib1g-dev doctest-dev libcli11-dev dataset-fashion-mnist)
+# python3-venv: the interchange tests check files against NumPy/safetensors in a private venv.
+pkgs=(g++ meson ninja-build pkg-config libeigen3-dev zlib1g-dev doctest-dev libcli11-dev dataset-fashion-mnist python3-venv)
 for arg in "$@"; do
   case "$arg" in
     --mpi) pkgs+=(libopenmpi-dev openmpi-bin) ;;
