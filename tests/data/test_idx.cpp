@@ -9,22 +9,14 @@
 
 #include "dl/data/idx.hpp"
 
+#include "support/temp_dir.hpp"
+
 namespace fs = std::filesystem;
 using dl::data::read_idx;
 using dl::data::write_idx;
 
 namespace {
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("dl_test_idx_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
-
+using dl_test::TempDir;
 void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
   std::ofstream f(path, std::ios::binary);
   f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));

@@ -9,22 +9,14 @@
 
 #include "dl/data/mnist.hpp"
 
+#include "support/temp_dir.hpp"
+
 namespace fs = std::filesystem;
 using dl::data::load_mnist;
 using dl::data::Split;
 
 namespace {
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("dl_test_mnist_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
-
+using dl_test::TempDir;
 dl::NDArray<uint8_t> images(int64_t n, int64_t h = 28, int64_t w = 28) {
   dl::NDArray<uint8_t> a(dl::Shape{n, h, w});
   for (int64_t i = 0; i < a.numel(); ++i) a.data()[i] = static_cast<uint8_t>((i * 13) % 256);

@@ -9,19 +9,12 @@
 
 #include "dl/util/plot.hpp"
 
+#include "support/temp_dir.hpp"
+
 namespace fs = std::filesystem;
 
 namespace {
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("dl_test_plot_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
+using dl_test::TempDir;
 void write_log(const std::string& path) {
   dl::util::MetricsLog log(path);
   for (int e = 1; e <= 5; ++e)

@@ -1,14 +1,20 @@
-// A small strict JSON reader and writer for the subset file headers use (safetensors): objects,
-// strings with escapes, integers and arrays. No floats, booleans or null: a header that holds one
-// is malformed for our purposes. The reader checks UTF-8, rejects duplicate keys, caps nesting
-// depth (no stack overflow on "[[[[..."), and reports errors with the byte offset, so a hostile
-// header gives an IoError, never a crash.
+// A small strict JSON reader and writer, the one JSON parser of the library. Two grammars:
+//  - Grammar::header (default), the subset file headers use (safetensors): objects, strings with
+//    escapes, integers and arrays. No floats, booleans or null: a header that holds one is
+//    malformed for our purposes.
+//  - Grammar::full adds real numbers, true/false and null (metrics logs in JSON lines).
+// The reader checks UTF-8, rejects duplicate keys, caps nesting depth (no stack overflow on
+// "[[[[..."), and reports errors with the byte offset, so hostile input gives an IoError, never a
+// crash.
 //
 //   auto v = dl::io::json::parse(R"({"a": [1, -2], "b": "x\u00e9"})", "safetensors: file 'm.st'");
 //   v.find("a")->items[1].integer == -2
+//   auto r = dl::io::json::parse(R"({"loss": 0.5, "ok": true})", "log", dl::io::json::Grammar::full);
 #pragma once
+#include <cerrno>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -17,10 +23,13 @@
 
 namespace dl::io::json {
 
+enum class Grammar : uint8_t { header, full };
+
 struct Value {
-  enum class Kind : uint8_t { object, array, string, integer };
+  enum class Kind : uint8_t { object, array, string, integer, real, boolean, null };
   Kind kind = Kind::integer;
-  int64_t integer = 0;
+  int64_t integer = 0;  // also 0/1 for a boolean
+  double real = 0;
   std::string string;
   std::vector<Value> items;       // array elements, or object values (in file order)
   std::vector<std::string> keys;  // object keys: keys[i] names items[i]
@@ -31,6 +40,9 @@ struct Value {
       case Kind::array: return "array";
       case Kind::string: return "string";
       case Kind::integer: return "integer";
+      case Kind::real: return "real number";
+      case Kind::boolean: return "boolean";
+      case Kind::null: return "null";
     }
     return "value";
   }
@@ -94,7 +106,8 @@ class Parser {
   // Real headers nest 3 deep (root, tensor entry, shape array); 32 leaves room and bounds recursion.
   static constexpr int kMaxDepth = 32;
 
-  Parser(std::string_view text, std::string context) : s_(text), ctx_(std::move(context)) {}
+  Parser(std::string_view text, std::string context, Grammar grammar)
+      : s_(text), ctx_(std::move(context)), grammar_(grammar) {}
 
   Value parse_document() {
     skip_ws();
@@ -107,7 +120,8 @@ class Parser {
  private:
   template <class... Parts>
   [[noreturn]] void error(const Parts&... parts) const {
-    fail<IoError>(ctx_, ": malformed JSON header at byte ", i_, ": ", parts...);
+    fail<IoError>(ctx_, grammar_ == Grammar::header ? ": malformed JSON header at byte " : ": malformed JSON at byte ", i_,
+                  ": ", parts...);
   }
   static std::string printable(char c) {
     auto u = static_cast<unsigned char>(c);
@@ -176,11 +190,62 @@ class Parser {
       return v;
     }
     if (c == '-' || (c >= '0' && c <= '9')) {
+      if (grammar_ == Grammar::full) return parse_number();
       v.kind = Value::Kind::integer;
       v.integer = parse_integer();
       return v;
     }
+    if (grammar_ == Grammar::full) {
+      for (std::string_view word : {"true", "false", "null"}) {
+        if (s_.substr(i_, word.size()) == word) {
+          i_ += word.size();
+          v.kind = word == "null" ? Value::Kind::null : Value::Kind::boolean;
+          v.integer = word == "true";
+          return v;
+        }
+      }
+      error("unexpected '", printable(c), "', expected a value");
+    }
     error("unexpected '", printable(c), "' (only objects, arrays, strings and integers are allowed)");
+  }
+
+  // Grammar::full: an integer when it has no fraction or exponent and fits in int64, else a real.
+  Value parse_number() {
+    size_t start = i_;
+    auto digits = [&] {
+      size_t from = i_;
+      while (peek() >= '0' && peek() <= '9') ++i_;
+      return i_ > from;
+    };
+    if (peek() == '-') ++i_;
+    if (peek() == '0' && i_ + 1 < s_.size() && s_[i_ + 1] >= '0' && s_[i_ + 1] <= '9')
+      error("leading zeros are not allowed in numbers");
+    if (!digits()) error("expected a digit");
+    bool integral = true;
+    if (peek() == '.') {
+      ++i_;
+      integral = false;
+      if (!digits()) error("expected a digit after '.'");
+    }
+    if (peek() == 'e' || peek() == 'E') {
+      ++i_;
+      integral = false;
+      if (peek() == '+' || peek() == '-') ++i_;
+      if (!digits()) error("expected a digit in the exponent");
+    }
+    std::string text(s_.substr(start, i_ - start));
+    Value v;
+    if (integral) {
+      errno = 0;
+      long long n = std::strtoll(text.c_str(), nullptr, 10);
+      if (errno == 0) {
+        v.integer = n;
+        return v;
+      }
+    }
+    v.kind = Value::Kind::real;
+    v.real = std::strtod(text.c_str(), nullptr);
+    return v;
   }
 
   int64_t parse_integer() {
@@ -269,14 +334,15 @@ class Parser {
 
   std::string_view s_;
   std::string ctx_;
+  Grammar grammar_;
   size_t i_ = 0;
 };
 
 }  // namespace detail
 
 // Parses a whole JSON document; `context` starts every error message ("safetensors: file 'x'").
-inline Value parse(std::string_view text, std::string context) {
-  return detail::Parser(text, std::move(context)).parse_document();
+inline Value parse(std::string_view text, std::string context, Grammar grammar = Grammar::header) {
+  return detail::Parser(text, std::move(context), grammar).parse_document();
 }
 
 // Appends s as a JSON string literal (quotes, backslashes and control characters escaped).

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "dl/core/error.hpp"
+#include "dl/io/json.hpp"
 
 namespace dl::util {
 
@@ -83,25 +84,9 @@ inline std::string csv_cell(const MetricValue& v) {
   return q + "\"";
 }
 inline std::string json_string(const std::string& s) {
-  std::string q = "\"";
-  for (char c : s) {
-    switch (c) {
-      case '"': q += "\\\""; break;
-      case '\\': q += "\\\\"; break;
-      case '\n': q += "\\n"; break;
-      case '\r': q += "\\r"; break;
-      case '\t': q += "\\t"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          q += buf;
-        } else {
-          q += c;
-        }
-    }
-  }
-  return q + "\"";
+  std::string q;
+  io::json::write_string(q, s);
+  return q;
 }
 // Splits CSV text into records of cells (RFC 4180: quoted cells may hold commas, quotes, newlines).
 inline std::vector<std::vector<std::string>> parse_csv(const std::string& text, const std::string& path) {
@@ -156,101 +141,32 @@ inline std::string read_text(const std::string& path, const char* op) {
   return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
 }
 
-// A flat JSON object per line: {"name": number | string | true | false | null, ...}.
-class JsonLineParser {
- public:
-  JsonLineParser(const std::string& line, const std::string& path, size_t lineno)
-      : s_(line), path_(path), lineno_(lineno) {}
-  std::vector<std::pair<std::string, std::optional<MetricValue>>> parse() {
-    std::vector<std::pair<std::string, std::optional<MetricValue>>> out;
-    ws();
-    expect('{');
-    ws();
-    if (peek() == '}') { ++i_; return out; }
-    while (true) {
-      ws();
-      std::string key = string();
-      ws();
-      expect(':');
-      ws();
-      out.emplace_back(std::move(key), value());
-      ws();
-      if (peek() == ',') { ++i_; continue; }
-      expect('}');
-      break;
+// A flat JSON object per line: {"name": number | string | true | false | null, ...}, read with
+// the library's one JSON parser. null (a non-finite number when written) comes back as no value.
+inline std::vector<std::pair<std::string, std::optional<MetricValue>>> parse_json_line(const std::string& line,
+                                                                                       const std::string& path,
+                                                                                       size_t lineno) {
+  using Kind = io::json::Value::Kind;
+  std::string where = "metrics log: '" + path + "' line " + std::to_string(lineno);
+  io::json::Value root = io::json::parse(line, where, io::json::Grammar::full);
+  check<IoError>(root.kind == Kind::object, where, ": expected an object, found ", root.kind_name());
+  std::vector<std::pair<std::string, std::optional<MetricValue>>> out;
+  for (size_t i = 0; i < root.keys.size(); ++i) {
+    const io::json::Value& v = root.items[i];
+    std::optional<MetricValue> value;
+    switch (v.kind) {
+      case Kind::integer:
+      case Kind::boolean: value = MetricValue(v.integer); break;
+      case Kind::real: value = MetricValue(v.real); break;
+      case Kind::string: value = MetricValue(v.string); break;
+      case Kind::null: break;
+      case Kind::object:
+      case Kind::array: fail<IoError>(where, ": nested objects and arrays are not supported (\"", root.keys[i], "\")");
     }
-    ws();
-    if (i_ != s_.size()) bad("unexpected text after the object");
-    return out;
+    out.emplace_back(root.keys[i], std::move(value));
   }
-
- private:
-  [[noreturn]] void bad(const char* what) {
-    fail<IoError>("metrics log: '", path_, "' line ", lineno_, ": ", what, " at column ", i_ + 1);
-  }
-  char peek() const { return i_ < s_.size() ? s_[i_] : '\0'; }
-  void ws() { while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\t' || s_[i_] == '\r')) ++i_; }
-  void expect(char c) {
-    if (peek() != c) bad(c == '{' ? "expected '{'" : c == '}' ? "expected ',' or '}'" : "expected ':'");
-    ++i_;
-  }
-  std::string string() {
-    expect_quote();
-    std::string out;
-    while (i_ < s_.size() && s_[i_] != '"') {
-      char c = s_[i_++];
-      if (c != '\\') { out += c; continue; }
-      if (i_ >= s_.size()) break;
-      char e = s_[i_++];
-      switch (e) {
-        case 'n': out += '\n'; break;
-        case 't': out += '\t'; break;
-        case 'r': out += '\r'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'u': {
-          if (i_ + 4 > s_.size()) bad("short \\u escape");
-          unsigned code = static_cast<unsigned>(std::strtoul(s_.substr(i_, 4).c_str(), nullptr, 16));
-          i_ += 4;
-          if (code < 0x80) out += static_cast<char>(code);
-          else if (code < 0x800) { out += static_cast<char>(0xC0 | (code >> 6)); out += static_cast<char>(0x80 | (code & 0x3F)); }
-          else { out += static_cast<char>(0xE0 | (code >> 12)); out += static_cast<char>(0x80 | ((code >> 6) & 0x3F)); out += static_cast<char>(0x80 | (code & 0x3F)); }
-          break;
-        }
-        default: out += e;  // \" \\ \/
-      }
-    }
-    if (peek() != '"') bad("unterminated string");
-    ++i_;
-    return out;
-  }
-  void expect_quote() {
-    if (peek() != '"') bad("expected a string");
-    ++i_;
-  }
-  std::optional<MetricValue> value() {
-    char c = peek();
-    if (c == '"') return MetricValue(string());
-    if (c == '{' || c == '[') bad("nested objects and arrays are not supported");
-    for (const char* word : {"null", "true", "false"}) {
-      if (s_.compare(i_, std::strlen(word), word) == 0) {
-        i_ += std::strlen(word);
-        if (word[0] == 'n') return std::nullopt;
-        return MetricValue(int64_t(word[0] == 't'));
-      }
-    }
-    size_t start = i_;
-    while (i_ < s_.size() && std::strchr("+-0123456789.eE", s_[i_])) ++i_;
-    if (start == i_) bad("expected a value");
-    MetricValue v = parse_cell(s_.substr(start, i_ - start));
-    if (v.is_string()) bad("malformed number");
-    return v;
-  }
-  const std::string& s_;
-  const std::string& path_;
-  size_t lineno_;
-  size_t i_ = 0;
-};
+  return out;
+}
 }  // namespace detail
 
 class MetricsLog {
@@ -371,7 +287,7 @@ inline MetricsTable read_metrics_log(const std::string& path) {
     ++lineno;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     std::map<std::string, MetricValue> row;
-    for (auto& [name, v] : detail::JsonLineParser(line, path, lineno).parse()) {
+    for (auto& [name, v] : detail::parse_json_line(line, path, lineno)) {
       bool known = false;
       for (const auto& c : t.columns) known = known || c == name;
       if (!known) t.columns.push_back(name);
