@@ -99,6 +99,25 @@ inline Timing time_it(const std::function<void()>& fn, int repeats, int warmup =
   return summarise(std::move(t));
 }
 
+// The timing rule of a training-step benchmark, the same on every side (dl, libtorch): `warmup`
+// steps, `probe` steps to estimate one step, then `repeats` timed repeats of enough steps to last
+// `target_s` (at least `min_steps`). Timing is per step; steps is the steps per repeat.
+struct StepTiming {
+  Timing timing;
+  int steps = 0;
+};
+inline StepTiming time_steps(const std::function<void()>& step, int repeats, double target_s, int warmup, int probe,
+                             int min_steps) {
+  for (int i = 0; i < warmup; ++i) step();
+  double t0 = now_s();
+  for (int i = 0; i < probe; ++i) step();
+  const double per_step = (now_s() - t0) / probe;
+  StepTiming out;
+  out.steps = std::max(min_steps, static_cast<int>(target_s / std::max(per_step, 1e-7)));
+  out.timing = time_it(step, repeats, /*warmup=*/0, out.steps);
+  return out;
+}
+
 // Picks `inner` so that one timed repeat lasts at least `target_s` (for microsecond kernels).
 inline int calibrate_inner(const std::function<void()>& fn, double target_s = 0.02) {
   int inner = 1;

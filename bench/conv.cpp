@@ -16,6 +16,8 @@
 // A 1x1 64 -> 64 group (no im2col) is printed too.
 //
 //   build-h5/bench/bench_conv [--threads 2] [--repeats 10] [--json] [--quick]
+//   bash bench/conv.sh --threads 1     # this, then the same layers in libtorch (bench/conv_libtorch.cpp),
+//                                      # alternating for 3 rounds: one table with dl/GEMM and dl/libtorch
 #include <string>
 
 #include "bench_util.hpp"

@@ -5,6 +5,8 @@ way (warm-up, median of repeats). Run it right after bench_conv on the same core
 
     taskset -c 0,1 build/bench/bench_conv --threads 2
     taskset -c 0,1 python3 bench/conv_torch.py --threads 2
+
+The libtorch (C++) peer runs in the same driver as bench_conv: bash bench/conv.sh.
 """
 import argparse
 import statistics

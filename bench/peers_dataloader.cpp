@@ -16,31 +16,10 @@
 #include <string>
 #include <vector>
 
+#include "bench_train.hpp"
 #include "bench_util.hpp"
 #include "dl/dl.hpp"
-#include "dl/nn/dense.hpp"
-#include "dl/nn/module.hpp"
-#include "dl/ops/loss.hpp"
 #include "dl/optim/sgd.hpp"
-
-namespace {
-
-struct Mlp : dl::nn::Module {
-  dl::nn::Dense fc1{784, 256}, fc2{256, 128}, fc3{128, 10};
-  Mlp() {
-    register_module("fc1", &Mlp::fc1);
-    register_module("fc2", &Mlp::fc2);
-    register_module("fc3", &Mlp::fc3);
-  }
-  template <class X>
-  auto forward(const X& x) {
-    return fc3(dl::relu(fc2(dl::relu(fc1(x.reshape({x.shape(0), -1}))))));
-  }
-  template <class X>
-  auto operator()(const X& x) { return forward(x); }
-};
-
-}  // namespace
 
 int main(int argc, char** argv) {
   auto opt = dl::bench::parse_options(argc, argv, "[--data-dir DIR] [--batch N]");
@@ -79,13 +58,13 @@ int main(int argc, char** argv) {
   }
 
   dl::manual_seed(0);
-  Mlp net;
+  dl::bench::Mlp net;
   dl::optim::SGD sgd(net.named_parameters(), /*lr=*/0.01, /*momentum=*/0.9);
   auto step = [&](const dl::data::Batch& b) {
     dl::NDArray<float> loss;
     {
       dl::autograd::record rec;
-      loss = dl::cross_entropy(net(b.x), b.y);
+      loss = dl::cross_entropy(net(b.x.reshape({b.x.shape(0), -1})), b.y);  // images as rows
     }
     loss.backward();
     sgd.step();

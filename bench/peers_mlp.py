@@ -19,11 +19,10 @@ Best configurations (shared/BENCHMARKING.md):
   PyTorch: torch.set_num_threads(n), zero_grad(set_to_none=True).
 """
 import argparse
-import json
 import os
-import statistics
 import sys
-import time
+
+from peers_common import mxnet_step, print_row, run_timed, torch_step
 
 
 def parse():
@@ -38,30 +37,9 @@ def parse():
     return p.parse_args()
 
 
-def run_timed(step, sync, repeats, target_s):
-    """20 warm-up steps, calibrate steps per repeat, return (per-step times of the repeats, steps)."""
-    for _ in range(20):
-        step()
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(10):
-        step()
-    sync()
-    per_step = (time.perf_counter() - t0) / 10
-    steps = max(50, int(target_s / max(per_step, 1e-7)))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        sync()
-        times.append((time.perf_counter() - t0) / steps)
-    return times, steps
-
-
 def mxnet_side(args, batch):
     import mxnet as mx
-    from mxnet import autograd, gluon
+    from mxnet import gluon
     from mxnet.gluon import nn
 
     mx.random.seed(0)
@@ -78,19 +56,7 @@ def mxnet_side(args, batch):
     xs = [mx.nd.random.normal(shape=(batch, 784), ctx=ctx) for _ in range(n)]
     ys = [mx.nd.random.randint(0, 10, shape=(batch,), ctx=ctx).astype("float32") for _ in range(n)]
     mx.nd.waitall()
-    state = {"i": 0}
-
-    def step():
-        i = state["i"] % n
-        state["i"] += 1
-        with autograd.record():
-            loss = loss_fn(net(xs[i]), ys[i])
-        loss.backward()
-        trainer.step(batch)  # gradients of the per-sample losses, rescaled by 1/batch: the mean
-
-    return step, mx.nd.waitall, "MXNet %s, engine %s, OMP_NUM_THREADS=%s" % (
-        mx.__version__, os.environ.get("MXNET_ENGINE_TYPE", "ThreadedEnginePerDevice"),
-        os.environ.get("OMP_NUM_THREADS", "unset"))
+    return mxnet_step(net, loss_fn, trainer, xs, ys, batch)
 
 
 def torch_side(args, batch):
@@ -106,17 +72,7 @@ def torch_side(args, batch):
     n = max(1, 8192 // batch)
     xs = [torch.randn(batch, 784) for _ in range(n)]
     ys = [torch.randint(0, 10, (batch,)) for _ in range(n)]
-    state = {"i": 0}
-
-    def step():
-        i = state["i"] % n
-        state["i"] += 1
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(xs[i]), ys[i])
-        loss.backward()
-        opt.step()
-
-    return step, (lambda: None), "PyTorch %s%s, torch threads %d, OPENBLAS_NUM_THREADS=%s" % (
+    return torch_step(model, loss_fn, opt, xs, ys), (lambda: None), "PyTorch %s%s, torch threads %d, OPENBLAS_NUM_THREADS=%s" % (
         torch.__version__, " compiled" if args.compile else " eager", torch.get_num_threads(),
         os.environ.get("OPENBLAS_NUM_THREADS", "unset"))
 
@@ -131,13 +87,9 @@ def main():
     name = args.name or ("MXNet" if args.framework == "mxnet" else "PyTorch" + (" compiled" if args.compile else ""))
     for batch in batches:
         step, sync, config = (mxnet_side if args.framework == "mxnet" else torch_side)(args, batch)
-        times, steps = run_timed(step, sync, repeats, target_s)
-        med = statistics.median(times)
-        row = {"bench": "peers_mlp (%s)" % args.framework, "group": "batch %d" % batch, "name": name,
-               "value": batch / med, "unit": "samples/s", "ratio": None, "baseline": None, "median_s": med,
-               "spread": (max(times) - min(times)) / med, "repeats": repeats, "threads": args.threads,
-               "note": "%d steps/repeat, %s" % (steps, config)}
-        print(json.dumps(row), flush=True)
+        times, steps = run_timed(step, sync, repeats, target_s, warmup=20, probe=10, min_steps=50)
+        print_row("peers_mlp (%s)" % args.framework, "batch %d" % batch, name, batch, times, steps, repeats,
+                  args.threads, config)
     return 0
 
 

@@ -83,12 +83,7 @@ int main(int argc, char** argv) {
       loss.backward();
       sgd.step();
     };
-    for (int i = 0; i < 20; ++i) step();
-    double t0 = dl::bench::now_s();
-    for (int i = 0; i < 10; ++i) step();
-    const double per_step = (dl::bench::now_s() - t0) / 10;
-    const int steps = std::max(50, static_cast<int>(target_s / std::max(per_step, 1e-7)));
-    dl::bench::Timing t = dl::bench::time_it(step, repeats, /*warmup=*/0, steps);
+    auto [t, steps] = dl::bench::time_steps(step, repeats, target_s, /*warmup=*/20, /*probe=*/10, /*min_steps=*/50);
     const std::string group = "batch " + std::to_string(batch);
     table.add_rate(group, "libtorch steps/s", t, 1.0, 1.0, "steps/s");
     auto& r = table.add_rate(group, "libtorch", t, static_cast<double>(batch), 1.0, "samples/s");

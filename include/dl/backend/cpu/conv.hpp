@@ -69,10 +69,58 @@ inline int64_t batch_chunks(int64_t batch) {
 }
 }  // namespace detail
 
+namespace detail {
+// A convolution with stride 1 and as many output as input columns (a "same" convolution, e.g.
+// 3x3 with padding 1): every (c, ki, kj) plane of col is the input plane shifted by the constant
+// offset (ki*dh - ph) * W + (kj*dw - pw), so one long contiguous run covers all its valid rows.
+// The run also covers the entries that wrap around a row edge (they belong to the padding), which
+// are handled apart: a few per row instead of short per-row loops with scalar tails.
+//   plane (OH*OW):  [zeros | b ........ run ........ e | zeros],  wrap entries: ow < lo, ow >= hi
+struct ShiftedPlane {
+  int64_t offset, b, e, lo, hi, oh_lo, oh_hi;
+  bool empty() const { return b >= e; }
+};
+inline bool is_shifted(const Conv2dGeometry& g) { return g.stride_h == 1 && g.stride_w == 1 && g.out_w == g.in_w; }
+inline ShiftedPlane shifted_plane(const Conv2dGeometry& g, int64_t ki, int64_t kj) {
+  ShiftedPlane s{};
+  const int64_t ih0 = ki * g.dilation_h - g.pad_h, iw0 = kj * g.dilation_w - g.pad_w;
+  valid_cols(iw0, g.in_w, 1, g.out_w, s.lo, s.hi);
+  s.oh_lo = std::clamp<int64_t>(-ih0, 0, g.out_h);
+  s.oh_hi = std::clamp<int64_t>(g.in_h - ih0, s.oh_lo, g.out_h);
+  s.offset = ih0 * g.in_w + iw0;
+  if (s.oh_lo < s.oh_hi && s.lo < s.hi) {
+    s.b = s.oh_lo * g.out_w + s.lo;
+    s.e = (s.oh_hi - 1) * g.out_w + s.hi;
+  }
+  return s;
+}
+}  // namespace detail
+
 // col (C/G*kh*kw, OH*OW) from one image's group of channels x (C/G, H, W), zeros where padded.
 template <class T>
 void im2col(const T* x, const Conv2dGeometry& g, T* col) {
   const int64_t H = g.in_h, W = g.in_w, OH = g.out_h, OW = g.out_w, plane = OH * OW;
+  if (detail::is_shifted(g)) {
+    for (int64_t c = 0; c < g.in_per_group(); ++c)
+      for (int64_t ki = 0; ki < g.kernel_h; ++ki)
+        for (int64_t kj = 0; kj < g.kernel_w; ++kj) {
+          T* dst = col + ((c * g.kernel_h + ki) * g.kernel_w + kj) * plane;
+          const T* src = x + c * H * W;
+          const detail::ShiftedPlane sp = detail::shifted_plane(g, ki, kj);
+          if (sp.empty()) {
+            std::fill(dst, dst + plane, T(0));
+            continue;
+          }
+          std::fill(dst, dst + sp.b, T(0));
+          std::memcpy(dst + sp.b, src + (sp.b + sp.offset), static_cast<size_t>(sp.e - sp.b) * sizeof(T));
+          std::fill(dst + sp.e, dst + plane, T(0));
+          for (int64_t oh = sp.oh_lo; oh < sp.oh_hi; ++oh) {  // wrapped entries: padding
+            for (int64_t ow = 0; ow < sp.lo; ++ow) dst[oh * OW + ow] = T(0);
+            for (int64_t ow = sp.hi; ow < OW; ++ow) dst[oh * OW + ow] = T(0);
+          }
+        }
+    return;
+  }
   for (int64_t c = 0; c < g.in_per_group(); ++c)
     for (int64_t ki = 0; ki < g.kernel_h; ++ki)
       for (int64_t kj = 0; kj < g.kernel_w; ++kj) {
@@ -97,9 +145,27 @@ void im2col(const T* x, const Conv2dGeometry& g, T* col) {
 }
 
 // The adjoint of im2col: adds every column entry back into dx (C/G, H, W); padding is dropped.
+// `col` is scratch: its padding entries may be overwritten (with zeros).
 template <class T>
-void col2im(const T* col, const Conv2dGeometry& g, T* dx) {
+void col2im(T* col, const Conv2dGeometry& g, T* dx) {
   const int64_t H = g.in_h, W = g.in_w, OH = g.out_h, OW = g.out_w, plane = OH * OW;
+  if (detail::is_shifted(g)) {
+    for (int64_t c = 0; c < g.in_per_group(); ++c)
+      for (int64_t ki = 0; ki < g.kernel_h; ++ki)
+        for (int64_t kj = 0; kj < g.kernel_w; ++kj) {
+          T* src = col + ((c * g.kernel_h + ki) * g.kernel_w + kj) * plane;
+          const detail::ShiftedPlane sp = detail::shifted_plane(g, ki, kj);
+          if (sp.empty()) continue;
+          for (int64_t oh = sp.oh_lo; oh < sp.oh_hi; ++oh) {  // padding entries add nothing: zero them
+            for (int64_t ow = 0; ow < sp.lo; ++ow) src[oh * OW + ow] = T(0);
+            for (int64_t ow = sp.hi; ow < OW; ++ow) src[oh * OW + ow] = T(0);
+          }
+          T* d = dx + (c * H * W + sp.b + sp.offset);  // dx's element for col entry b
+          const T* s = src + sp.b;
+          for (int64_t i = 0; i < sp.e - sp.b; ++i) d[i] += s[i];
+        }
+    return;
+  }
   for (int64_t c = 0; c < g.in_per_group(); ++c)
     for (int64_t ki = 0; ki < g.kernel_h; ++ki)
       for (int64_t kj = 0; kj < g.kernel_w; ++kj) {
@@ -157,7 +223,9 @@ void conv2d_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, c
   const int64_t K = g.col_rows(), P = g.out_plane(), HW = g.in_plane();
   const int64_t chunks = detail::batch_chunks(N);
   const bool direct = g.is_pointwise();
-  if (dx && N * g.in_channels * HW > 0) std::memset(dx, 0, static_cast<size_t>(N * g.in_channels * HW) * sizeof(T));
+  // col2im accumulates into dx; the pointwise path writes it whole with its GEMM.
+  if (dx && !(direct && P > 0 && O > 0) && N * g.in_channels * HW > 0)
+    std::memset(dx, 0, static_cast<size_t>(N * g.in_channels * HW) * sizeof(T));
   if (dw && O * K > 0) std::memset(dw, 0, static_cast<size_t>(O * K) * sizeof(T));
   if (db)
     parallel_for(0, O, 16, [&](int64_t o0, int64_t o1) {
