@@ -2,7 +2,8 @@
 // node, and recomputes fn (with the tape on) during backward. Memory for fn's activations is
 // traded for one extra forward pass. The random generator's state is saved and restored around
 // the recomputation, so dropout masks are the same in both passes; parameters that fn captures
-// receive their gradients from the nested backward.
+// receive their gradients from the nested backward. While fn is recomputed, is_recomputing() is
+// true: state updates that must happen once per step (batch-norm running statistics) check it.
 //
 //   auto y = dl::autograd::checkpoint([&](const auto& h) { return block.forward(h); }, x);
 #pragma once
@@ -14,6 +15,40 @@
 #include "dl/ops/elementwise.hpp"
 
 namespace dl::autograd {
+
+namespace detail {
+inline bool& recomputing_flag() { thread_local bool on = false; return on; }
+}  // namespace detail
+
+// True while checkpoint() recomputes its function during backward (this thread).
+inline bool is_recomputing() { return detail::recomputing_flag(); }
+
+// Marks a scope as a recomputation of work already done once in this step (nests).
+class recompute_scope {
+ public:
+  recompute_scope() : prev_(detail::recomputing_flag()) { detail::recomputing_flag() = true; }
+  ~recompute_scope() { detail::recomputing_flag() = prev_; }
+  recompute_scope(const recompute_scope&) = delete;
+  recompute_scope& operator=(const recompute_scope&) = delete;
+
+ private:
+  bool prev_;
+};
+
+namespace detail {
+// The producer of a recomputation's input: backward leaves the input's gradient here (a handle,
+// no copy) instead of in a leaf gradient buffer that would be allocated and zeroed up front.
+template <class T>
+struct GradSink : TypedNode<T> {
+  NDArray<T> grad;
+  GradSink() { this->name = "checkpoint input"; }
+  void apply() override {
+    grad = std::move(this->pending);
+    this->pending = NDArray<T>();
+  }
+  void release() override { this->released = true; }
+};
+}  // namespace detail
 
 template <class Fn, class First, class... Rest>
 auto checkpoint(Fn fn, const NDArray<First>& first, const NDArray<Rest>&... rest) {
@@ -45,22 +80,27 @@ auto checkpoint(Fn fn, const NDArray<First>& first, const NDArray<Rest>&... rest
   }
   node->backward = [call, inputs, train, rng](const NDArray<T>& g) {
     std::array<NDArray<T>, N> leaves;
+    std::array<std::shared_ptr<detail::GradSink<T>>, N> sinks;
     for (size_t i = 0; i < N; ++i) {
       leaves[i] = inputs[i].detach();
-      if (inputs[i].tracks_grad()) leaves[i].attach_grad();
+      if (!inputs[i].tracks_grad()) continue;
+      sinks[i] = std::make_shared<detail::GradSink<T>>();
+      leaves[i].grad_meta() = std::make_shared<GradMeta<T>>();
+      leaves[i].grad_meta()->grad_fn = sinks[i];
     }
     const PhiloxState saved = default_generator().state();
     default_generator().set_state(rng);
     NDArray<T> y;
     {
       record rec(train);
+      recompute_scope again;
       y = call(leaves);
     }
     default_generator().set_state(saved);
     if (y.tracks_grad()) y.backward(g);
     std::vector<NDArray<T>> grads(N);
     for (size_t i = 0; i < N; ++i)
-      if (inputs[i].tracks_grad()) grads[i] = leaves[i].grad();
+      if (sinks[i]) grads[i] = std::move(sinks[i]->grad);  // undefined when y does not depend on input i
     return grads;
   };
   out.grad_meta() = std::make_shared<GradMeta<T>>();

@@ -32,6 +32,7 @@ void backward(const NDArray<T>& root, const NDArray<T>& head, bool retain_graph)
                          " is not a scalar; pass a head gradient of that shape");
     g = NDArray<T>(root.shape());
     *g.data() = T(1);
+    if (!root.device().is_cpu()) g = g.to(root.device());  // the seed lives where the output does
   }
   pause no_tape;
   // Nested backward (checkpoint recomputation) shares the outer pass's epoch.
@@ -70,6 +71,9 @@ void backward(const NDArray<T>& root, const NDArray<T>& head, bool retain_graph)
   try {
     for (Node* n : order) {
       if (n->has_pending()) n->apply();
+      // Nodes run once per pass: free what this one saved now, not at the end, so the peak of a
+      // backward holds only the saved tensors of nodes still to run.
+      if (!retain_graph) n->release();
       // A leaf whose last producer just ran has its final gradient for this pass.
       for (auto& use : n->leaf_uses)
         if (--*use.uses == 0 && *use.on_ready) (*use.on_ready)();
@@ -78,8 +82,6 @@ void backward(const NDArray<T>& root, const NDArray<T>& head, bool retain_graph)
     for (Node* n : order) n->clear_pending();
     throw;
   }
-  if (!retain_graph)
-    for (Node* n : order) n->release();
 }
 
 }  // namespace dl::autograd
@@ -95,7 +97,8 @@ NDArray<T>& NDArray<T>::attach_grad(autograd::GradReq req) {
   meta_->req = req;
   if (!meta_->grad.defined() || !(meta_->grad.shape() == shape_)) {
     meta_->grad = NDArray<T>(shape_, device());
-    if (numel()) std::memset(meta_->grad.data(), 0, static_cast<size_t>(numel()) * sizeof(T));
+    if (numel() && device().is_cpu()) std::memset(meta_->grad.data(), 0, static_cast<size_t>(numel()) * sizeof(T));
+    else if (numel()) meta_->grad.assign(T(0));  // device memory: a fill kernel
   }
   return *this;
 }
