@@ -20,6 +20,9 @@
 #include "dl/backend/cpu/reduce.hpp"
 #include "dl/expr/expr.hpp"
 #include "dl/ndarray/ndarray.hpp"
+#if defined(DL_CUDA_ENABLED)
+#include "dl/backend/cuda/reduce.hpp"  // sum_to of a device gradient
+#endif
 
 // Tells autograd/anomaly.hpp's users (and its tests) that the tape calls the anomaly checks.
 #define DL_ANOMALY_HOOKS 1
@@ -155,14 +158,11 @@ template <class T>
 NDArray<T> sum_to(const NDArray<T>& g, const Shape& shape) {
   if (g.shape() == shape) return g;
   const Shape& gs = g.shape();
-  check<ShapeError>(gs.rank() >= shape.rank(), "sum_to: cannot reduce ", gs, " to ", shape);
-  std::array<bool, kMaxRank> mask{};
-  int lead = gs.rank() - shape.rank();
-  for (int d = 0; d < gs.rank(); ++d) {
-    int j = d - lead;
-    mask[static_cast<size_t>(d)] = j < 0 || (shape[j] == 1 && gs[d] != 1);
-    check<ShapeError>(j < 0 || shape[j] == gs[d] || shape[j] == 1, "sum_to: cannot reduce ", gs, " to ", shape);
-  }
+  const std::array<bool, kMaxRank> mask = sum_to_axes(gs, shape);
+#if defined(DL_CUDA_ENABLED)
+  if constexpr (cuda::kernel_type<T>)
+    if (g.device().is_cuda()) return cuda::sum_to(g, shape);
+#endif
   NDArray<T> out(shape);
   autograd::pause no_tape;
   cpu::sum_reduce(g.data(), gs, g.strides(), mask, out.data());

@@ -21,7 +21,41 @@ struct AllocatorStats {
   int64_t num_system_allocs = 0;  // requests that went to the system allocator (pool misses)
 };
 
-class CpuAllocator {
+namespace detail {
+
+// What the pooling allocators (CpuAllocator here, cuda::CachingAllocator) share: the lock and the
+// statistics, with their bookkeeping. The note_* calls are made with mutex_ held.
+class AllocatorBookkeeping {
+ public:
+  AllocatorStats stats() const {
+    std::lock_guard lock(mutex_);
+    return stats_;
+  }
+  void reset_peak() {
+    std::lock_guard lock(mutex_);
+    stats_.peak_bytes_in_use = stats_.bytes_in_use;
+  }
+
+ protected:
+  // A block of `size` bytes was handed out, taken from the pool or just got from the system.
+  void note_allocated(size_t size, bool from_pool) {
+    if (from_pool) stats_.bytes_cached -= static_cast<int64_t>(size);
+    else ++stats_.num_system_allocs;
+    stats_.bytes_in_use += static_cast<int64_t>(size);
+    if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
+  }
+  // A block of `size` bytes came back and was put in the pool.
+  void note_pooled(size_t size) {
+    stats_.bytes_in_use -= static_cast<int64_t>(size);
+    stats_.bytes_cached += static_cast<int64_t>(size);
+  }
+  mutable std::mutex mutex_;
+  AllocatorStats stats_;
+};
+
+}  // namespace detail
+
+class CpuAllocator : public detail::AllocatorBookkeeping {
  public:
   static constexpr size_t kAlignment = 64;
 
@@ -30,10 +64,11 @@ class CpuAllocator {
     std::lock_guard lock(mutex_);
     ++stats_.num_requests;
     void* p = nullptr;
-    if (auto it = pool_.find(size); it != pool_.end()) {
+    const auto it = pool_.find(size);
+    const bool from_pool = it != pool_.end();
+    if (from_pool) {
       p = it->second;
       pool_.erase(it);
-      stats_.bytes_cached -= static_cast<int64_t>(size);
     } else {
       p = std::aligned_alloc(kAlignment, size);
       if (!p) {  // free the cache and retry once before giving up
@@ -41,10 +76,8 @@ class CpuAllocator {
         p = std::aligned_alloc(kAlignment, size);
       }
       if (!p) fail<Error>("cpu allocator: out of memory allocating ", bytes, " bytes");
-      ++stats_.num_system_allocs;
     }
-    stats_.bytes_in_use += static_cast<int64_t>(size);
-    if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
+    note_allocated(size, from_pool);
     return p;
   }
 
@@ -52,23 +85,14 @@ class CpuAllocator {
     if (!p) return;
     size_t size = round_up(bytes);
     std::lock_guard lock(mutex_);
-    stats_.bytes_in_use -= static_cast<int64_t>(size);
     pool_.emplace(size, p);
-    stats_.bytes_cached += static_cast<int64_t>(size);
+    note_pooled(size);
   }
 
   // Returns every cached block to the system.
   void empty_cache() {
     std::lock_guard lock(mutex_);
     release_cache_locked();
-  }
-  AllocatorStats stats() const {
-    std::lock_guard lock(mutex_);
-    return stats_;
-  }
-  void reset_peak() {
-    std::lock_guard lock(mutex_);
-    stats_.peak_bytes_in_use = stats_.bytes_in_use;
   }
   ~CpuAllocator() { release_cache_locked(); }
 
@@ -82,9 +106,7 @@ class CpuAllocator {
     pool_.clear();
     stats_.bytes_cached = 0;
   }
-  mutable std::mutex mutex_;
   std::multimap<size_t, void*> pool_;
-  AllocatorStats stats_;
 };
 
 inline CpuAllocator& cpu_allocator() {

@@ -5,6 +5,18 @@
 
 #include "dl/core/error.hpp"
 
+// Functions that CUDA kernels call too (the primitive rule table, Philox) are marked
+// DL_HOST_DEVICE; for a host compiler it is empty. DL_CUDA_ENABLED means this translation unit can
+// run CUDA work: it is compiled by nvcc (__CUDACC__) with -DDL_WITH_CUDA.
+#if defined(__CUDACC__)
+#define DL_HOST_DEVICE __host__ __device__
+#else
+#define DL_HOST_DEVICE
+#endif
+#if defined(DL_WITH_CUDA) && defined(__CUDACC__)
+#define DL_CUDA_ENABLED 1
+#endif
+
 namespace dl {
 
 enum class DeviceType : uint8_t { cpu, cuda };

@@ -1,13 +1,16 @@
 // Counter-based random numbers (Philox4x32-10, Salmon et al. 2011). Element i of a draw depends
 // only on (seed, offset + i / 4), never on the thread that computes it, so results are the same
 // for any thread count and on any device. A Generator is just (seed, offset): saving and restoring
-// it replays a draw exactly (dropout recomputation, checkpoints).
+// it replays a draw exactly (dropout recomputation, checkpoints). The functions of one draw are
+// DL_HOST_DEVICE: CUDA kernels call these same functions (backend/cuda/philox.hpp).
 #pragma once
 #include <array>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <numbers>
+
+#include "dl/core/device.hpp"
 
 namespace dl {
 
@@ -18,7 +21,7 @@ struct PhiloxState {
 };
 
 // One Philox4x32-10 block: 128 random bits for (key, counter).
-inline std::array<uint32_t, 4> philox4x32(uint64_t key, uint64_t counter_lo, uint64_t counter_hi = 0) {
+DL_HOST_DEVICE inline std::array<uint32_t, 4> philox4x32(uint64_t key, uint64_t counter_lo, uint64_t counter_hi = 0) {
   constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u, kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
   uint32_t c0 = static_cast<uint32_t>(counter_lo), c1 = static_cast<uint32_t>(counter_lo >> 32);
   uint32_t c2 = static_cast<uint32_t>(counter_hi), c3 = static_cast<uint32_t>(counter_hi >> 32);
@@ -37,15 +40,15 @@ inline std::array<uint32_t, 4> philox4x32(uint64_t key, uint64_t counter_lo, uin
 }
 
 // [0, 1) with 24 random bits (exactly representable in float).
-inline float uint_to_unit_float(uint32_t u) { return static_cast<float>(u >> 8) * (1.0f / 16777216.0f); }
+DL_HOST_DEVICE inline float uint_to_unit_float(uint32_t u) { return static_cast<float>(u >> 8) * (1.0f / 16777216.0f); }
 // [0, 1) with 53 random bits.
-inline double uints_to_unit_double(uint32_t hi, uint32_t lo) {
+DL_HOST_DEVICE inline double uints_to_unit_double(uint32_t hi, uint32_t lo) {
   uint64_t v = (static_cast<uint64_t>(hi) << 21) ^ (lo >> 11);
   return static_cast<double>(v & ((1ull << 53) - 1)) * (1.0 / 9007199254740992.0);
 }
 
 // Standard normal for element i of a draw starting at `state` (Box-Muller on word pairs).
-inline double philox_normal(const PhiloxState& s, uint64_t i) {
+DL_HOST_DEVICE inline double philox_normal(const PhiloxState& s, uint64_t i) {
   auto w = philox4x32(s.seed, s.offset + i / 4);
   int pair = static_cast<int>((i % 4) / 2);
   double u1 = uints_to_unit_double(w[2 * pair], w[2 * pair + 1] ^ 0x5bd1e995u);
@@ -55,7 +58,7 @@ inline double philox_normal(const PhiloxState& s, uint64_t i) {
   return (i % 2 == 0) ? r * std::cos(theta) : r * std::sin(theta);
 }
 
-inline double philox_uniform(const PhiloxState& s, uint64_t i) {
+DL_HOST_DEVICE inline double philox_uniform(const PhiloxState& s, uint64_t i) {
   auto w = philox4x32(s.seed, s.offset + i / 4);
   return uint_to_unit_float(w[i % 4]);
 }

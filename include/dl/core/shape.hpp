@@ -1,5 +1,5 @@
 // Shape: up to 8 int64 dimensions with an overflow-checked element count. Also the row-major
-// strides helper and NumPy broadcasting of two shapes.
+// strides helper and NumPy broadcasting of two shapes (and its inverse for gradients, sum_to_axes).
 #pragma once
 #include <algorithm>
 #include <array>
@@ -112,6 +112,20 @@ inline Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
     out[static_cast<size_t>(i)] = da == 1 ? db : da;
   }
   return Shape(out);
+}
+
+// The inverse of broadcasting, for gradients: the axes of `from` that are summed to get `to`
+// (leading axes `to` lacks, and axes where `to` has 1). (4, 3, 5) to (3, 1): axes {0, 2}.
+inline std::array<bool, kMaxRank> sum_to_axes(const Shape& from, const Shape& to) {
+  check<ShapeError>(from.rank() >= to.rank(), "sum_to: cannot reduce ", from, " to ", to);
+  std::array<bool, kMaxRank> mask{};
+  int lead = from.rank() - to.rank();
+  for (int d = 0; d < from.rank(); ++d) {
+    int j = d - lead;
+    mask[static_cast<size_t>(d)] = j < 0 || (to[j] == 1 && from[d] != 1);
+    check<ShapeError>(j < 0 || to[j] == from[d] || to[j] == 1, "sum_to: cannot reduce ", from, " to ", to);
+  }
+  return mask;
 }
 
 }  // namespace dl

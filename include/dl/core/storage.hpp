@@ -7,13 +7,23 @@
 
 #include "dl/core/allocator.hpp"
 #include "dl/core/device.hpp"
+#if defined(DL_CUDA_ENABLED)
+#include "dl/backend/cuda/allocator.hpp"  // CUDA blocks come from the per-device caching allocator
+#endif
 
 namespace dl {
 
 class Storage {
  public:
   Storage(size_t bytes, Device device) : bytes_(bytes), device_(device) {
-    if (device.is_cuda()) cuda_unavailable("storage", device);
+    if (device.is_cuda()) {
+#if defined(DL_CUDA_ENABLED)
+      data_ = cuda::device_allocator(device.index).allocate(bytes);
+      return;
+#else
+      cuda_unavailable("storage", device);
+#endif
+    }
     data_ = cpu_allocator().allocate(bytes);
   }
   // Wraps memory owned elsewhere; `release` runs when the storage dies (may be empty).
@@ -22,6 +32,12 @@ class Storage {
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
   ~Storage() {
+#if defined(DL_CUDA_ENABLED)
+    if (owned_ && device_.is_cuda()) {
+      cuda::device_allocator(device_.index).deallocate(data_);
+      return;
+    }
+#endif
     if (owned_) cpu_allocator().deallocate(data_, bytes_);
     else if (release_) release_(data_);
   }

@@ -8,8 +8,50 @@
 
 #include "dl/autograd/record.hpp"
 #include "dl/expr/executor.hpp"
+#if defined(DL_CUDA_ENABLED)
+#include "dl/backend/cuda/elementwise.hpp"
+#endif
 
 namespace dl {
+
+namespace expr {
+// The device of an expression: that of its first leaf (CPU for scalars only).
+template <class E>
+Device expr_device(const E& e) {
+  Device d = Device::cpu();
+  bool first = true;
+  for_each_leaf(e, [&](const auto& leaf) {
+    if (first) d = leaf.device();
+    first = false;
+  });
+  return d;
+}
+
+// Runs the fused loop where dst lives: the CPU executor, or (nvcc builds) the CUDA kernel.
+template <class T, class E>
+void run_assign_on_device(NDArray<T>& dst, const E& e) {
+#if defined(DL_CUDA_ENABLED)
+  cuda::require_same_device(e, dst.device(), "elementwise");
+  if (dst.device().is_cuda()) {
+    if constexpr (cuda::kernel_type<T>) return cuda::run_assign(dst, e);
+    else fail<DTypeError>("elementwise: this element type has no CUDA kernels (float, double, int32, int64, uint8 have)");
+  }
+#endif
+  run_assign(dst, e);
+}
+
+template <class T, class E>
+void run_backward_on_device(const E& e, const Shape& shape, const NDArray<T>& gout,
+                            const std::array<T*, leaf_count<E>::value>& grads) {
+#if defined(DL_CUDA_ENABLED)
+  if (gout.device().is_cuda()) {
+    if constexpr (cuda::kernel_type<T>) return cuda::run_backward(e, shape, gout, grads);
+    else fail<DTypeError>("elementwise: this element type has no CUDA kernels (float, double, int32, int64, uint8 have)");
+  }
+#endif
+  run_backward(e, shape, gout, grads);
+}
+}  // namespace expr
 
 namespace autograd {
 
@@ -30,10 +72,10 @@ struct FusedNode : TypedNode<T> {
     std::array<T*, kLeaves> ptrs{};
     for (int l = 0; l < kLeaves; ++l) {
       if (!metas[l]) continue;
-      bufs[l] = NDArray<T>(shape);
+      bufs[l] = NDArray<T>(shape, g.device());
       ptrs[l] = bufs[l].numel() ? bufs[l].data() : nullptr;
     }
-    expr::run_backward(*expr, shape, g, ptrs);
+    expr::run_backward_on_device(*expr, shape, g, ptrs);
     if (is_anomaly_enabled())
       for (int l = 0; l < kLeaves; ++l)
         if (metas[l]) detail::anomaly_check_gradient(detail::fused_name(*expr), bufs[l], static_cast<size_t>(l));
@@ -85,8 +127,8 @@ template <class E>
 auto evaluate(const E& e) {
   using T = typename E::value_type;
   Shape shape = expr_shape(e);
-  NDArray<T> out(shape);
-  expr::run_assign(out, e);
+  NDArray<T> out(shape, expr::expr_device(e));
+  expr::run_assign_on_device(out, e);
   record_fused(e, out);
   return out;
 }
@@ -116,12 +158,12 @@ void assign_plain(NDArray<T>& dst, const E& e) {
     unsafe = unsafe || !same;
   });
   if (unsafe) {
-    NDArray<T> tmp(es);
-    expr::run_assign(tmp, e);
-    expr::run_assign(target, tmp);
+    NDArray<T> tmp(es, dst.device());
+    expr::run_assign_on_device(tmp, e);
+    expr::run_assign_on_device(target, tmp);
     return;
   }
-  expr::run_assign(target, e);
+  expr::run_assign_on_device(target, e);
 }
 
 // dst (op)= src for op in {=, +=, -=, *=, /=} (mode 0..4); src is an array, expression or scalar.

@@ -12,14 +12,16 @@
 #include <numbers>
 #include <type_traits>
 
+#include "dl/core/device.hpp"  // DL_HOST_DEVICE: CUDA kernels apply the same rules
+
 namespace dl::prim {
 
 #define DL_UNARY(Name, label, is_floating, value_expr, deriv_expr) \
   struct Name {                                                     \
     static constexpr const char* name = label;                      \
     static constexpr bool floating = is_floating;                   \
-    template <class T> T operator()(T x) const { return value_expr; } \
-    template <class T> T d([[maybe_unused]] T x, [[maybe_unused]] T y) const { return deriv_expr; } \
+    template <class T> DL_HOST_DEVICE T operator()(T x) const { return value_expr; } \
+    template <class T> DL_HOST_DEVICE T d([[maybe_unused]] T x, [[maybe_unused]] T y) const { return deriv_expr; } \
   };
 
 DL_UNARY(Neg, "neg", false, static_cast<T>(-x), T(-1))
@@ -54,23 +56,23 @@ struct LeakyRelu {
   static constexpr const char* name = "leaky_relu";
   static constexpr bool floating = true;
   double slope = 0.01;
-  template <class T> T operator()(T x) const { return x > T(0) ? x : static_cast<T>(slope) * x; }
-  template <class T> T d(T x, T) const { return x > T(0) ? T(1) : static_cast<T>(slope); }
+  template <class T> DL_HOST_DEVICE T operator()(T x) const { return x > T(0) ? x : static_cast<T>(slope) * x; }
+  template <class T> DL_HOST_DEVICE T d(T x, T) const { return x > T(0) ? T(1) : static_cast<T>(slope); }
 };
 struct Clamp {
   static constexpr const char* name = "clamp";
   static constexpr bool floating = false;
   double lo, hi;
-  template <class T> T operator()(T x) const { return std::min(std::max(x, static_cast<T>(lo)), static_cast<T>(hi)); }
-  template <class T> T d(T x, T) const { return (x >= static_cast<T>(lo) && x <= static_cast<T>(hi)) ? T(1) : T(0); }
+  template <class T> DL_HOST_DEVICE T operator()(T x) const { return std::min(std::max(x, static_cast<T>(lo)), static_cast<T>(hi)); }
+  template <class T> DL_HOST_DEVICE T d(T x, T) const { return (x >= static_cast<T>(lo) && x <= static_cast<T>(hi)) ? T(1) : T(0); }
 };
 // x ** p for a scalar exponent.
 struct PowScalar {
   static constexpr const char* name = "pow";
   static constexpr bool floating = true;
   double p;
-  template <class T> T operator()(T x) const { return p == 2.0 ? x * x : static_cast<T>(std::pow(x, static_cast<T>(p))); }
-  template <class T> T d(T x, T) const {
+  template <class T> DL_HOST_DEVICE T operator()(T x) const { return p == 2.0 ? x * x : static_cast<T>(std::pow(x, static_cast<T>(p))); }
+  template <class T> DL_HOST_DEVICE T d(T x, T) const {
     return p == 2.0 ? T(2) * x : static_cast<T>(p) * static_cast<T>(std::pow(x, static_cast<T>(p - 1)));
   }
 };
@@ -78,17 +80,17 @@ struct PowScalar {
 struct Identity {
   static constexpr const char* name = "identity";
   static constexpr bool floating = false;
-  template <class T> T operator()(T x) const { return x; }
-  template <class T> T d(T, T) const { return T(1); }
+  template <class T> DL_HOST_DEVICE T operator()(T x) const { return x; }
+  template <class T> DL_HOST_DEVICE T d(T, T) const { return T(1); }
 };
 
 #define DL_BINARY(Name, label, is_floating, value_expr, da_expr, db_expr) \
   struct Name {                                                            \
     static constexpr const char* name = label;                             \
     static constexpr bool floating = is_floating;                          \
-    template <class T> T operator()(T a, T b) const { return value_expr; } \
-    template <class T> T da([[maybe_unused]] T a, [[maybe_unused]] T b, [[maybe_unused]] T y) const { return da_expr; } \
-    template <class T> T db([[maybe_unused]] T a, [[maybe_unused]] T b, [[maybe_unused]] T y) const { return db_expr; } \
+    template <class T> DL_HOST_DEVICE T operator()(T a, T b) const { return value_expr; } \
+    template <class T> DL_HOST_DEVICE T da([[maybe_unused]] T a, [[maybe_unused]] T b, [[maybe_unused]] T y) const { return da_expr; } \
+    template <class T> DL_HOST_DEVICE T db([[maybe_unused]] T a, [[maybe_unused]] T b, [[maybe_unused]] T y) const { return db_expr; } \
   };
 
 DL_BINARY(Add, "add", false, static_cast<T>(a + b), T(1), T(1))
@@ -112,10 +114,10 @@ DL_BINARY(GreaterEqual, "greater_equal", false, static_cast<T>(a >= b ? 1 : 0), 
 struct Where {
   static constexpr const char* name = "where";
   static constexpr bool floating = false;
-  template <class T> T operator()(T c, T a, T b) const { return c != T(0) ? a : b; }
-  template <class T> T d0(T, T, T, T) const { return T(0); }
-  template <class T> T d1(T c, T, T, T) const { return c != T(0) ? T(1) : T(0); }
-  template <class T> T d2(T c, T, T, T) const { return c != T(0) ? T(0) : T(1); }
+  template <class T> DL_HOST_DEVICE T operator()(T c, T a, T b) const { return c != T(0) ? a : b; }
+  template <class T> DL_HOST_DEVICE T d0(T, T, T, T) const { return T(0); }
+  template <class T> DL_HOST_DEVICE T d1(T c, T, T, T) const { return c != T(0) ? T(1) : T(0); }
+  template <class T> DL_HOST_DEVICE T d2(T c, T, T, T) const { return c != T(0) ? T(0) : T(1); }
 };
 
 }  // namespace dl::prim

@@ -22,6 +22,10 @@ NDArray<T> empty(const Shape& shape, Device device = Device::cpu()) { return NDA
 template <class T = float>
 NDArray<T> full(const Shape& shape, T value, Device device = Device::cpu()) {
   NDArray<T> out(shape, device);
+  if (device.is_cuda()) {  // one fill kernel (expr/assign.hpp dispatches to the device)
+    out.assign(value);
+    return out;
+  }
   T* p = out.numel() ? out.data() : nullptr;
   parallel_for(0, out.numel(), 65536, [&](int64_t b, int64_t e) { std::fill(p + b, p + e, value); });
   return out;

@@ -22,6 +22,9 @@
 #include "dl/core/error.hpp"
 #include "dl/core/shape.hpp"
 #include "dl/core/storage.hpp"
+#if defined(DL_CUDA_ENABLED)
+#include "dl/backend/cuda/copy.hpp"
+#endif
 
 namespace dl {
 
@@ -109,7 +112,7 @@ class NDArray {
   T item() const {
     require_defined("item");
     check<ShapeError>(numel() == 1, "item: array of shape ", shape_, " has ", numel(), " elements, expected 1");
-    require_cpu(device(), "item");
+    if (device().is_cuda()) return detach().cpu().item();  // a host read: waits for the device
     return *data();
   }
   std::vector<T> to_vector() const;
@@ -133,7 +136,11 @@ class NDArray {
   NDArray contiguous() const;  // this handle when already contiguous, else a copy
   NDArray clone() const;       // always a copy
   template <class U> NDArray<U> cast() const;
+  // A copy on `device` (this handle when already there); recorded, so gradients flow back.
+  // Device -> host waits for the device's queued work; host -> device does not.
   NDArray to(Device device) const;
+  NDArray cpu() const { return to(Device::cpu()); }
+  NDArray cuda(int index = 0) const { return to(Device::cuda(index)); }
 
   // ---- autograd ----------------------------------------------------------------------------
   // Makes this array a leaf that collects its gradient in grad() (MXNet's attach_grad).
@@ -219,6 +226,7 @@ void for_each_element(const NDArray<T>& a, Fn fn) {
 template <class T>
 std::vector<T> NDArray<T>::to_vector() const {
   require_defined("to_vector");
+  if (device().is_cuda()) return detach().cpu().to_vector();
   std::vector<T> out;
   out.reserve(static_cast<size_t>(numel()));
   for_each_element(*this, [&](T* p) { out.push_back(*p); });
@@ -290,8 +298,9 @@ NDArray<T> NDArray<T>::slice(int axis, int64_t start, int64_t stop, int64_t step
   NDArray out = view(s, st, offset_ + b * strides_[ax]);
   Shape in_shape = shape_;
   detail::record_unary(*this, out, "slice", [in_shape, ax, b, e, step](const NDArray& g) {
-    NDArray z(in_shape);
-    std::memset(z.data(), 0, static_cast<size_t>(z.numel()) * sizeof(T));
+    NDArray z(in_shape, g.device());
+    if (z.device().is_cpu()) std::memset(z.data(), 0, static_cast<size_t>(z.numel()) * sizeof(T));
+    else z.assign(T(0));
     NDArray region = z.slice(ax, b, e, step);
     region.assign(g);
     return z;
@@ -397,7 +406,17 @@ template <class T>
 NDArray<T> NDArray<T>::to(Device device) const {
   require_defined("to");
   if (device == this->device()) return *this;
+#if defined(DL_CUDA_ENABLED)
+  if (device.is_cuda()) ::dl::cuda::require_device(device, "to");
+  NDArray src = detach().contiguous();  // one contiguous block on the source device
+  NDArray out(shape_, device);
+  ::dl::cuda::copy_bytes(out.data(), device, src.data(), src.device(), static_cast<size_t>(numel()) * sizeof(T));
+  Device from = this->device();
+  detail::record_unary(*this, out, "to", [from](const NDArray& g) { return g.to(from); });
+  return out;
+#else
   cuda_unavailable("to", device.is_cuda() ? device : this->device());
+#endif
 }
 
 }  // namespace dl

@@ -7,6 +7,9 @@
 #include "dl/autograd/record.hpp"
 #include "dl/backend/cpu/gemm.hpp"
 #include "dl/ops/elementwise.hpp"
+#if defined(DL_CUDA_ENABLED)
+#include "dl/backend/cuda/gemm.hpp"
+#endif
 
 namespace dl {
 
@@ -23,9 +26,26 @@ NDArray<T> matmul_batched(const NDArray<T>& a, const NDArray<T>& b) {
   std::vector<int64_t> out_dims = batch.vec();
   out_dims.push_back(M);
   out_dims.push_back(N);
-  NDArray<T> out{Shape(out_dims)};
+  check<DeviceError>(a.device() == b.device(), "matmul: operands are on different devices (", a.device(), " and ",
+                     b.device(), "); move one with .to()");
+  NDArray<T> out{Shape(out_dims), a.device()};
+  const bool on_cuda = a.device().is_cuda();
+#if defined(DL_CUDA_ENABLED)
+  // cuBLAS takes row-major or transposed views; any other layout is copied first (not recorded).
+  NDArray<T> a_blas = a, b_blas = b;
+  if (on_cuda) {
+    if constexpr (!cuda::blas_type<T>) fail<DTypeError>("matmul: only float and double have CUDA kernels");
+    auto blas_ok = [](const NDArray<T>& x) {
+      int r = x.rank();
+      return cuda::blas_layout(cuda::Matrix<T>{nullptr, x.shape()[r - 2], x.shape()[r - 1], x.strides()[r - 2], x.strides()[r - 1]}).ok;
+    };
+    if (!blas_ok(a)) a_blas = a.detach().clone();
+    if (!blas_ok(b)) b_blas = b.detach().clone();
+  }
+#else
   require_cpu(a.device(), "matmul");
   require_cpu(b.device(), "matmul");
+#endif
   int64_t nb = batch.numel();
   if (out.numel() > 0) {
     Strides st_a = expr::broadcast_strides(batch_a, a.strides(), batch), st_b = expr::broadcast_strides(batch_b, b.strides(), batch);
@@ -37,11 +57,30 @@ NDArray<T> matmul_batched(const NDArray<T>& a, const NDArray<T>& b) {
         off_a += ix * st_a[d];
         off_b += ix * st_b[d];
       }
+#if defined(DL_CUDA_ENABLED)
+      if constexpr (cuda::blas_type<T>) {
+        if (on_cuda) {
+          const NDArray<T>&ca = a_blas, &cb = b_blas;
+          Strides ca_st = expr::broadcast_strides(batch_a, ca.strides(), batch), cb_st = expr::broadcast_strides(batch_b, cb.strides(), batch);
+          int64_t o_a = 0, o_b = 0, r2 = i;
+          for (int d = batch.rank() - 1; d >= 0; --d) {
+            int64_t ix = r2 % batch[d];
+            r2 /= batch[d];
+            o_a += ix * ca_st[d];
+            o_b += ix * cb_st[d];
+          }
+          cuda::gemm(cuda::Matrix<T>{ca.data() + o_a, M, K, ca.strides()[ra - 2], ca.strides()[ra - 1]},
+                     cuda::Matrix<T>{cb.data() + o_b, K, N, cb.strides()[rb - 2], cb.strides()[rb - 1]},
+                     out.data() + i * M * N, N, out.device().index);
+          return;
+        }
+      }
+#endif
       cpu::MatrixView<T> va{a.data() + off_a, M, K, a.strides()[ra - 2], a.strides()[ra - 1]};
       cpu::MatrixView<T> vb{b.data() + off_b, K, N, b.strides()[rb - 2], b.strides()[rb - 1]};
       cpu::gemm(va, vb, out.data() + i * M * N, N);
     };
-    if (nb == 1) one(0);
+    if (nb == 1 || on_cuda) for (int64_t i = 0; i < nb; ++i) one(i);  // GPU calls queue on one stream
     else parallel_for(0, nb, 1, [&](int64_t b0, int64_t b1) { for (int64_t i = b0; i < b1; ++i) one(i); });
   }
   autograd::record_op<T>("matmul", {a, b}, out, [a = a, b = b](const NDArray<T>& g) {
