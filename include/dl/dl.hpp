@@ -10,6 +10,7 @@
 #include "dl/core/rng.hpp"
 #include "dl/core/shape.hpp"
 #include "dl/core/storage.hpp"
+#include "dl/backend/cuda/runtime.hpp"  // dl::cuda::is_available(), device_count()
 
 #include "dl/ndarray/creation.hpp"
 #include "dl/ndarray/ndarray.hpp"
@@ -40,6 +41,13 @@
 #include "dl/ops/reduce.hpp"
 #include "dl/ops/shaping.hpp"
 #include "dl/ops/softmax.hpp"
+
+#include "dl/graph/checkpoint_policy.hpp"
+#include "dl/graph/compile.hpp"
+#include "dl/graph/exec.hpp"
+#include "dl/graph/memory_plan.hpp"
+#include "dl/graph/repeat.hpp"
+#include "dl/graph/sym.hpp"
 
 #include "dl/nn/activation.hpp"
 #include "dl/nn/batch_norm.hpp"

@@ -6,6 +6,7 @@
 #pragma once
 #include <cmath>
 
+#include "dl/graph/sym.hpp"
 #include "dl/nn/module.hpp"
 #include "dl/ops/elementwise.hpp"
 
@@ -17,7 +18,8 @@ namespace dl::nn {
     template <class X>                                                              \
     auto forward(const X& x) {                                                      \
       static_assert(ArrayLike<X>, #Name ": input must be an NDArray or an expression");\
-      return NDArray<value_type_t<X>>(dl::fn(x));                                   \
+      if constexpr (graph::is_symbolic_v<X>) return dl::fn(x); /* a graph node */   \
+      else return NDArray<value_type_t<X>>(dl::fn(x));                              \
     }                                                                               \
     template <class X>                                                              \
     auto operator()(const X& x) { return forward(x); }                              \
@@ -38,7 +40,8 @@ class LeakyReLU : public Module {
   template <class X>
   auto forward(const X& x) {
     static_assert(ArrayLike<X>, "LeakyReLU: input must be an NDArray or an expression");
-    return NDArray<value_type_t<X>>(dl::leaky_relu(x, slope_));
+    if constexpr (graph::is_symbolic_v<X>) return dl::leaky_relu(x, slope_);  // a graph node
+    else return NDArray<value_type_t<X>>(dl::leaky_relu(x, slope_));
   }
   template <class X>
   auto operator()(const X& x) { return forward(x); }

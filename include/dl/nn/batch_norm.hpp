@@ -4,6 +4,8 @@
 // (is_training()) it normalises with the batch statistics and updates the running ones
 // (r <- (1 - momentum) r + momentum * batch statistic, unbiased variance); in eval mode it
 // normalises with the running statistics. The arithmetic is dl::batch_norm (ops/batch_norm.hpp).
+// A checkpoint recomputation (autograd::is_recomputing()) uses the batch statistics again but does
+// not update the running ones a second time.
 //
 //   dl::nn::BatchNorm2d bn(16);                // weight, bias, running_mean, running_var: (16,)
 //   auto y = bn(conv(x));                      // train mode: batch statistics
@@ -13,6 +15,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "dl/autograd/checkpoint.hpp"
+#include "dl/graph/sym.hpp"
 #include "dl/ndarray/creation.hpp"
 #include "dl/nn/module.hpp"
 #include "dl/ops/batch_norm.hpp"
@@ -50,12 +54,19 @@ class BatchNorm2d : public Module {
   auto forward(const X& x) {
     static_assert(ArrayLike<X>, "BatchNorm2d: input must be an NDArray or an elementwise expression");
     static_assert(std::is_same_v<value_type_t<X>, float>, "BatchNorm2d: input must be float, like the parameters");
+    if constexpr (graph::is_symbolic_v<X>) {  // a node of the compiled graph; the mode is fixed at tracing
+      return dl::batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum_, eps_);
+    } else {
     NDArray<float> a = dl::eval(x);
     a.require_defined("BatchNorm2d");
     check<ShapeError>(a.rank() == 4 && a.shape(1) == channels_, "BatchNorm2d: input of shape ", a.shape(),
                       " must be (N, ", channels_, ", H, W) (channels ", channels_, ")");
     // The running statistics are handles sharing the module's storage: batch_norm updates them in place.
+    // Recomputing (checkpoint backward): the step already updated them, so pass none.
+    if (is_training() && autograd::is_recomputing())
+      return batch_norm(a, weight, bias, NDArray<float>(), NDArray<float>(), true, momentum_, eps_);
     return batch_norm(a, weight, bias, running_mean, running_var, is_training(), momentum_, eps_);
+    }
   }
   template <class X>
   auto operator()(const X& x) { return forward(x); }

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "dl/graph/sym.hpp"
 #include "dl/nn/init.hpp"
 #include "dl/nn/module.hpp"
 #include "dl/ops/conv.hpp"
@@ -77,11 +78,15 @@ class Conv2d : public Module {
   auto forward(const X& x) {
     static_assert(ArrayLike<X>, "Conv2d: input must be an NDArray or an elementwise expression");
     static_assert(std::is_same_v<value_type_t<X>, float>, "Conv2d: input must be float, like the parameters");
+    if constexpr (graph::is_symbolic_v<X>) {
+      return dl::conv2d(x, weight, bias, options_);  // a node of the compiled graph
+    } else {
     NDArray<float> a = dl::eval(x);
     a.require_defined("Conv2d");
     check<ShapeError>(a.rank() == 4 && a.shape(1) == in_, "Conv2d: input of shape ", a.shape(),
                       " must be (N, ", in_, ", H, W) (in_channels ", in_, ")");
     return conv2d(a, weight, bias, options_);
+    }
   }
   template <class X>
   auto operator()(const X& x) { return forward(x); }

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "dl/graph/sym.hpp"
 #include "dl/nn/init.hpp"
 #include "dl/nn/module.hpp"
 #include "dl/ops/matmul.hpp"
@@ -39,10 +40,13 @@ class Dense : public Module {
   int64_t out_features() const { return out_; }
   bool has_bias() const { return bias.defined(); }
 
-  // The input is an NDArray or elementwise expression of float; graph symbols will get their own
-  // branch here when dl::graph exists (the formula is the same).
+  // The input is an NDArray or elementwise expression of float (eager), or a graph symbol: the
+  // same formula as an op node of the compiled graph, with the bias fused into the GEMM.
   template <class X>
   auto forward(const X& x) {
+    if constexpr (graph::is_symbolic_v<X>) {
+      return graph::linear(x, weight, bias);
+    } else {
     static_assert(ArrayLike<X>, "dense: input must be an NDArray or an elementwise expression");
     NDArray<value_type_t<X>> a = dl::eval(x);
     a.require_defined("dense");
@@ -51,6 +55,7 @@ class Dense : public Module {
     NDArray<value_type_t<X>> y = matmul(a, weight.transpose());
     if (bias.defined()) y = y + bias;  // a fresh array (rebinding y), recorded as one fused node
     return y;
+    }
   }
   template <class X>
   auto operator()(const X& x) { return forward(x); }

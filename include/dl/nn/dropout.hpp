@@ -7,6 +7,7 @@
 //   drop.eval();
 //   auto z = drop(x);      // z is x
 #pragma once
+#include "dl/graph/sym.hpp"
 #include "dl/nn/module.hpp"
 #include "dl/ops/dropout.hpp"
 

@@ -3,6 +3,7 @@
 //
 //   dl::nn::Flatten flat;                  // (N, C, H, W) -> (N, C*H*W)
 #pragma once
+#include "dl/graph/sym.hpp"
 #include "dl/nn/module.hpp"
 #include "dl/ops/elementwise.hpp"
 
@@ -15,9 +16,13 @@ class Flatten : public Module {
   template <class X>
   auto forward(const X& x) {
     static_assert(ArrayLike<X>, "flatten: input must be an NDArray or an elementwise expression");
+    if constexpr (graph::is_symbolic_v<X>) {
+      return graph::flatten(x, start_axis_);  // a view in the compiled graph
+    } else {
     NDArray<value_type_t<X>> a = dl::eval(x);
     a.require_defined("flatten");
     return a.flatten(start_axis_);  // normalize_axis reports a bad axis as "flatten: axis ..."
+    }
   }
   template <class X>
   auto operator()(const X& x) { return forward(x); }

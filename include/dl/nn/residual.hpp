@@ -15,6 +15,7 @@
 #include <optional>
 #include <type_traits>
 
+#include "dl/graph/sym.hpp"
 #include "dl/nn/batch_norm.hpp"
 #include "dl/nn/conv.hpp"
 #include "dl/nn/module.hpp"
@@ -54,11 +55,18 @@ class BasicBlock : public Module {
   auto forward(const X& x) {
     static_assert(ArrayLike<X>, "BasicBlock: input must be an NDArray or an elementwise expression");
     static_assert(std::is_same_v<value_type_t<X>, float>, "BasicBlock: input must be float, like the parameters");
+    if constexpr (graph::is_symbolic_v<X>) {  // the same formula as nodes of the compiled graph
+      auto h = bn2(conv2(dl::relu(bn1(conv1(x)))));
+      using Projected = decltype((*shortcut)(x));  // unevaluated: only the type of the projection branch
+      if (shortcut) return dl::relu(h + graph::choose(true, (*shortcut)(x), x));
+      return dl::relu(h + graph::choose(false, Projected{}, x));
+    } else {
     NDArray<float> in = dl::eval(x);
     NDArray<float> h = dl::relu(bn1(conv1(in)));  // one fused pass
     h = bn2(conv2(h));
     NDArray<float> skip = shortcut ? (*shortcut)(in) : in;
     return NDArray<float>(dl::relu(h + skip));  // add and relu fused into one pass and one tape node
+    }
   }
   template <class X>
   auto operator()(const X& x) { return forward(x); }

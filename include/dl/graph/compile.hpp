@@ -1,0 +1,384 @@
+// dl::graph::compile: one model definition, run as a static graph. compile(fn) calls fn with
+// placeholder symbols; the returned symbol expression's type is the graph, and Exec<G>
+// (graph/exec.hpp) derives from it at compile time the topologically ordered nodes, the backward
+// pass (elementwise regions from the rule table in expr/primitives.hpp, op nodes from their
+// gradient rules) and the fusion (one loop per maximal elementwise region, the bias inside the
+// GEMM). At the first call the plan binds shapes, runs the liveness pass (graph/memory_plan.hpp)
+// and allocates its slots; later calls with the same shapes allocate nothing.
+//
+//   auto step = dl::graph::compile([&](auto x, auto y) { return dl::cross_entropy(net.forward(x), y); });
+//   for (auto& [x, y] : loader) {
+//     auto loss = step.forward_backward(x, y);   // gradients into the parameters' .grad()
+//     opt.step();                                // the imperative optimizer updates them
+//   }
+//   auto logits = dl::graph::compile([&](auto x) { return net.forward(x); }).forward(x);
+//
+// Results are views into the plan's memory, valid until the next call: clone() one to keep it.
+// Called inside an autograd::record scope (operator()), a compiled graph becomes ONE tape node.
+// The graph holds the parameters by handle: keep the module (and fn's captures) alive, and
+// update parameters in place (optimizers do); recompile after rebinding a parameter handle.
+#pragma once
+#include <array>
+#include <iosfwd>
+#include <memory>
+#include <ostream>
+#include <sstream>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "dl/autograd/engine.hpp"
+#include "dl/graph/exec.hpp"
+#include "dl/graph/sym.hpp"
+
+namespace dl::graph {
+
+struct CompileOptions {
+  bool memory_plan = true;  // false: every buffer gets its own memory (for comparison)
+};
+
+// What the plan of a compiled graph holds (plan_report()).
+struct PlanReport {
+  bool training = false;
+  int op_nodes = 0;           // matmul, cross_entropy, ...
+  int elementwise_nodes = 0;  // primitives inside fused regions
+  int views = 0;              // flatten: no pass, gradient in place
+  int shared_uses = 0;        // extra uses of an op node computed once (common subexpressions)
+  int fused_kernels = 0;      // elementwise regions: one loop forward (+ one backward) each
+  int gemm_epilogues = 0;     // bias adds fused into the GEMM
+  int recomputed_nodes = 0;   // elementwise values recomputed in registers by backward loops
+  int steps = 0;              // forward + backward steps in topological order
+  int buffers = 0;            // intermediates (values, gradients, saved statistics)
+  int slots = 0;              // memory blocks after liveness
+  int64_t bytes_unplanned = 0;
+  int64_t bytes_planned = 0;
+
+  std::string str() const {
+    std::ostringstream o;
+    o << "compiled graph (" << (training ? "forward + backward" : "forward") << ")\n"
+      << "  nodes: " << op_nodes << " ops, " << elementwise_nodes << " elementwise, " << views << " views, " << shared_uses
+      << " shared uses\n"
+      << "  fused kernels: " << fused_kernels << " elementwise regions, " << gemm_epilogues << " GEMM bias epilogues\n"
+      << "  recomputed nodes: " << recomputed_nodes << " (elementwise, in registers during backward)\n"
+      << "  memory: " << buffers << " buffers in " << slots << " slots, " << bytes_planned << " bytes planned vs "
+      << bytes_unplanned << " bytes unplanned";
+    if (bytes_unplanned > 0)
+      o << " (" << static_cast<int>(100.0 * static_cast<double>(bytes_planned) / static_cast<double>(bytes_unplanned) + 0.5)
+        << "%)";
+    return o.str();
+  }
+};
+inline std::ostream& operator<<(std::ostream& o, const PlanReport& r) { return o << r.str(); }
+
+class PlanBase {
+ public:
+  virtual ~PlanBase() = default;
+  PlanReport report;
+};
+
+// The logits of a graph that ends in cross_entropy (Compiled::logits()), e.g. for a training accuracy.
+template <class T>
+class LogitsSource {
+ public:
+  virtual ~LogitsSource() = default;
+  virtual const NDArray<T>& logits() const = 0;
+};
+template <class G> struct is_cross_entropy_node : std::false_type {};
+template <class A, class Labels> struct is_cross_entropy_node<CrossEntropyNode<A, Labels>> : std::true_type {};
+
+// One bound plan: the graph G for arguments NDArray<Args>..., with its memory.
+template <class G, class... Args>
+class Plan : public PlanBase, public LogitsSource<typename G::value_type> {
+ public:
+  using T = typename G::value_type;
+  static constexpr size_t kInputs = sizeof...(Args);
+
+  Plan(const G& graph, const CompileOptions& options, bool training, bool tape, const NDArray<Args>&... args)
+      : root_(graph), training_(training) {
+    ctx_.training = training;
+    ctx_.tape = tape;
+    shapes_ = {args.shape()...};
+    tracked_ = {args.tracks_grad()...};
+    set_inputs(args...);
+    root_.plan_forward(ctx_);
+    if (training && root_.needs_grad) {
+      grad_id_ = root_.grad_id;
+      root_.plan_backward(ctx_);
+    }
+    ctx_.memory.use(root_.value_id(), ctx_.memory.steps());  // the result outlives the call
+    if constexpr (is_cross_entropy_node<G>::value)  // and so do the logits (logits())
+      ctx_.memory.use(root_.a.value_id(), ctx_.memory.steps());
+    ctx_.memory.assign(options.memory_plan);
+    root_.bind(ctx_);
+    // Gradients of inputs (tape mode): one buffer per float input that tracks grad.
+    root_.for_each_input([&](auto& in) {
+      using In = std::remove_cvref_t<decltype(in)>;
+      if constexpr (FloatingPoint<typename In::value_type> && std::is_same_v<typename In::value_type, T>) {
+        if (in.needs_grad) {
+          auto& acc = input_grads_[static_cast<size_t>(In::index)];
+          if (!acc.defined()) acc = NDArray<T>(in.shape);
+          in.accumulator = &acc;
+        }
+      }
+    });
+    report.training = training;
+    report.op_nodes = ctx_.op_nodes;
+    report.elementwise_nodes = ctx_.elementwise_nodes;
+    report.views = ctx_.views;
+    report.shared_uses = ctx_.shared_uses;
+    report.fused_kernels = ctx_.regions;
+    report.gemm_epilogues = ctx_.epilogues;
+    report.recomputed_nodes = ctx_.recomputed;
+    report.steps = ctx_.memory.steps();
+    report.buffers = ctx_.memory.num_buffers();
+    report.slots = ctx_.memory.num_slots();
+    report.bytes_unplanned = ctx_.memory.unplanned_bytes();
+    report.bytes_planned = ctx_.memory.planned_bytes();
+  }
+
+  // Same shapes, same inputs tracking grad (tape mode) and same parameter gradient settings.
+  bool matches(const NDArray<Args>&... args) const {
+    size_t i = 0;
+    bool same = true;
+    ((same = same && args.shape() == shapes_[i] && (!ctx_.tape || args.tracks_grad() == tracked_[i]), ++i), ...);
+    for (const auto& p : ctx_.params) same = same && p.unchanged(p.meta, p.requires_grad, p.req);
+    return same;
+  }
+  const NDArray<T>& forward(const NDArray<Args>&... args) {
+    set_inputs(args...);
+    ++generation_;
+    root_.forward();
+    return root_.value;
+  }
+  // Backward from a head gradient (null: 1 for a one-element output).
+  void backward(const NDArray<T>* head) {
+    check<AutogradError>(root_.needs_grad,
+                         "compile: nothing to differentiate (no parameter requires grad and no input tracks grad)");
+    NDArray<T>& g = root_.grad;
+    if (head) {
+      check<ShapeError>(head->shape() == g.shape(), "compiled graph: head gradient of shape ", head->shape(),
+                        " differs from the output shape ", g.shape());
+      expr::run_assign(g, *head);
+    } else {
+      check<AutogradError>(g.numel() == 1, "forward_backward: the output of shape ", g.shape(),
+                           " is not a scalar loss; use forward() or call the graph inside autograd::record");
+      *g.data() = T(1);
+    }
+    root_.backward();
+  }
+  const NDArray<T>& logits() const override {
+    if constexpr (is_cross_entropy_node<G>::value) return root_.a.value;
+    else fail<ValueError>("logits: the compiled graph does not end in cross_entropy");
+  }
+  uint64_t generation() const { return generation_; }
+  const NDArray<T>& input_grad(size_t i) const { return input_grads_[i]; }
+  bool needs_grad() const { return root_.needs_grad; }
+
+ private:
+  void set_inputs(const NDArray<Args>&... args) {
+    auto tuple = std::forward_as_tuple(args...);
+    root_.for_each_input([&](auto& in) {
+      using In = std::remove_cvref_t<decltype(in)>;
+      constexpr size_t i = static_cast<size_t>(In::index);
+      static_assert(i < kInputs, "compile: the graph uses more inputs than the call passes");
+      using Given = std::remove_cvref_t<std::tuple_element_t<i, std::tuple<NDArray<Args>...>>>;
+      static_assert(std::is_same_v<Given, NDArray<typename In::value_type>>,
+                    "compile: an argument's element type differs from its symbol's");
+      in.value = std::get<i>(tuple);
+      in.value.require_defined("compile");
+    });
+  }
+
+  Exec<G> root_;
+  PlanContext ctx_;
+  bool training_;
+  int grad_id_ = -1;
+  std::array<Shape, kInputs> shapes_{};
+  std::array<bool, kInputs> tracked_{};
+  std::array<NDArray<T>, kInputs> input_grads_{};
+  uint64_t generation_ = 0;
+};
+
+template <class Fn, class... Syms>
+class Compiled {
+  template <size_t I>
+  static constexpr int symbol_rank() {
+    if constexpr (I < sizeof...(Syms)) return std::tuple_element_t<I, std::tuple<Syms...>>::rank;
+    else return -1;
+  }
+  template <class... Args, size_t... I>
+  static auto trace_type(std::index_sequence<I...>) -> decltype(std::declval<Fn&>()(
+      Input<Args, symbol_rank<I>(), static_cast<int>(I)>{}...));
+  template <class... Args>
+  using graph_raw_t = decltype(trace_type<Args...>(std::index_sequence_for<Args...>{}));
+  template <class... Args>
+  static constexpr bool types_match() {
+    if constexpr (sizeof...(Syms) != sizeof...(Args)) return true;  // reported below
+    else return (std::is_same_v<typename Syms::value_type, Args> && ...);
+  }
+  template <class... Args>
+  struct graph_check {
+    static_assert(types_match<Args...>(), "compile: an argument's element type differs from its dl::sym declaration");
+    using type = std::remove_cvref_t<graph_raw_t<Args...>>;
+    static_assert(is_symbolic_v<type>, "compile: the function must return a symbol expression built from its arguments");
+    static_assert(sizeof...(Syms) == 0 || sizeof...(Syms) == sizeof...(Args),
+                  "compile: the call passes a different number of arrays than the symbols declared");
+  };
+  template <class... Args>
+  using graph_t = typename graph_check<Args...>::type;
+
+
+ public:
+  Compiled(Fn fn, const CompileOptions& options, Syms... syms) : fn_(std::move(fn)), options_(options), syms_(syms...) {}
+
+  // Runs forward and backward of a scalar loss; gradients go into the parameters' .grad()
+  // following their grad_req. Returns the loss (a view, valid until the next call).
+  template <class... Args>
+  NDArray<typename graph_t<Args...>::value_type> forward_backward(const NDArray<Args>&... args) {
+    auto& plan = plan_for<Args...>(train_, true, false, args...);
+    autograd::pause no_tape;
+    const auto& out = plan.forward(args...);
+    plan.backward(nullptr);
+    return out;
+  }
+
+  // Inference: forward only (no gradient buffers, shorter liveness). A view, valid until the next call.
+  template <class... Args>
+  NDArray<typename graph_t<Args...>::value_type> forward(const NDArray<Args>&... args) {
+    auto& plan = plan_for<Args...>(infer_, false, false, args...);
+    autograd::pause no_tape;
+    return plan.forward(args...);
+  }
+
+  // Inside an autograd::record scope with something to differentiate: the whole graph is ONE tape
+  // node (eager code backpropagates through it into its inputs and parameters); the result is a
+  // fresh array. Otherwise the same as forward().
+  template <class... Args>
+  NDArray<typename graph_t<Args...>::value_type> operator()(const NDArray<Args>&... args) {
+    using T = typename graph_t<Args...>::value_type;
+    if (!autograd::is_recording()) return forward(args...);
+    auto& plan = plan_for<Args...>(tape_, true, true, args...);
+    NDArray<T> out;
+    {
+      autograd::pause no_tape;
+      out = plan.forward(args...).clone();
+    }
+    if (!plan.needs_grad()) return out;  // nothing to differentiate: no tape node
+    auto node = std::make_shared<autograd::FunctionNode<T>>();
+    node->name = "compiled_graph";
+    std::vector<size_t> float_inputs;
+    size_t i = 0;
+    auto add_input = [&](const auto& a) {
+      using A = std::remove_cvref_t<decltype(a)>;
+      if constexpr (std::is_same_v<A, NDArray<T>>) {
+        node->inputs.push_back(a.tracks_grad() ? a.grad_meta() : nullptr);
+        node->shapes.push_back(a.shape());
+        if (a.grad_fn()) node->next.push_back(a.grad_fn());
+        if (a.tracks_grad()) node->note_input(a.grad_meta());
+        float_inputs.push_back(i);
+      }
+      ++i;
+    };
+    (add_input(args), ...);
+    using P = Plan<graph_t<Args...>, Args...>;
+    std::shared_ptr<P> p = std::static_pointer_cast<P>(tape_);
+    node->backward = [p, gen = p->generation(), float_inputs](const NDArray<T>& g) {
+      check<AutogradError>(p->generation() == gen,
+                           "compiled graph: it ran again before the backward of an earlier call; "
+                           "call backward first (the plan's saved activations were overwritten)");
+      NDArray<T> head = g.contiguous();
+      p->backward(&head);
+      std::vector<NDArray<T>> grads;
+      for (size_t k : float_inputs) grads.push_back(p->input_grad(k).defined() ? p->input_grad(k).clone() : NDArray<T>());
+      return grads;
+    };
+    out.grad_meta() = std::make_shared<autograd::GradMeta<T>>();
+    out.grad_meta()->grad_fn = std::move(node);
+    return out;
+  }
+
+  // After forward_backward of a graph that ends in cross_entropy: the logits it took (a view,
+  // valid until the next call), e.g. for the training accuracy without a second forward pass.
+  template <class T = float>
+  NDArray<T> logits() const {
+    auto* p = dynamic_cast<const LogitsSource<T>*>(train_.get());
+    check<ValueError>(p != nullptr, "logits: no forward_backward has run yet (or its loss is not of this element type)");
+    return p->logits();
+  }
+
+  // The plan of the last forward_backward (else forward, else tape) call: nodes, fusion, memory.
+  PlanReport plan_report() const {
+    if (train_) return train_->report;
+    if (infer_) return infer_->report;
+    if (tape_) return tape_->report;
+    fail<ValueError>("plan_report: the graph has not run yet (shapes are bound at the first call)");
+  }
+
+ private:
+  template <class... Args, size_t... I>
+  auto trace(std::index_sequence<I...>) {
+    return fn_(Input<Args, symbol_rank<I>(), static_cast<int>(I)>{}...);
+  }
+
+  template <class... Args>
+  void check_ranks(const NDArray<Args>&... args) {
+    size_t i = 0;
+    auto one = [&](const auto& a) {
+      int want = -1;
+      const char* name = nullptr;
+      if constexpr (sizeof...(Syms) > 0) {
+        std::apply([&](const auto&... s) {
+          size_t k = 0;
+          ((k++ == i ? (want = s.rank, name = s.name, 0) : 0), ...);
+        }, syms_);
+      }
+      if (want >= 0)
+        check<ShapeError>(a.rank() == want, "compile: input ", i, name ? " ('" : "", name ? name : "", name ? "')" : "",
+                          " must have rank ", want, ", got shape ", a.shape());
+      ++i;
+    };
+    (one(args), ...);
+  }
+
+  template <class... Args>
+  Plan<graph_t<Args...>, Args...>& plan_for(std::shared_ptr<PlanBase>& slot, bool training, bool tape,
+                                            const NDArray<Args>&... args) {
+    using P = Plan<graph_t<Args...>, Args...>;
+    auto* p = dynamic_cast<P*>(slot.get());
+    if (p && p->matches(args...)) return *p;
+    check_ranks(args...);
+    slot.reset();  // free the old plan's memory before binding the new one
+    auto graph = [&] {
+      autograd::pause no_tape;
+      return trace<Args...>(std::index_sequence_for<Args...>{});
+    }();
+    auto fresh = std::make_shared<P>(graph, options_, training, tape, args...);
+    p = fresh.get();
+    slot = std::move(fresh);
+    return *p;
+  }
+
+  Fn fn_;
+  CompileOptions options_;
+  std::tuple<Syms...> syms_;
+  std::shared_ptr<PlanBase> train_, infer_, tape_;
+};
+
+// compile(fn): fn takes one symbol per input (generic lambda) and returns a symbol expression.
+// Optional dl::sym<T, Rank>("name") declarations fix each input's rank and name it in errors.
+template <class S> struct is_sym : std::false_type {};
+template <class T, int R> struct is_sym<sym<T, R>> : std::true_type {};
+
+template <class Fn, class... Syms>
+  requires(is_sym<Syms>::value && ...)
+auto compile(Fn fn, Syms... syms) {
+  return Compiled<Fn, Syms...>(std::move(fn), CompileOptions{}, syms...);
+}
+template <class Fn, class... Syms>
+  requires(is_sym<Syms>::value && ...)
+auto compile(Fn fn, const CompileOptions& options, Syms... syms) {
+  return Compiled<Fn, Syms...>(std::move(fn), options, syms...);
+}
+
+}  // namespace dl::graph

@@ -1,0 +1,1076 @@
+// Executors of the compiled graph, derived from a symbol expression's type: Exec<E> is the node
+// E bound to memory. The tree of Execs is walked in post-order for the forward pass (a
+// topological order) and in reverse for the backward pass. Each maximal elementwise region (a
+// subtree of UnaryExpr/BinaryExpr/TernaryExpr) is ONE loop forward and ONE loop backward: its
+// leaves (inputs, parameters, op outputs) are lowered to NDArray views and the region runs
+// through the same executor and rule table as eager code (expr::run_assign / run_backward).
+// Op nodes (matmul, conv2d, pooling, batch_norm, cross_entropy) call backend kernels on planned
+// buffers; flatten is a view; an op node used twice is computed once (Shared).
+//
+// Every Exec has the same four passes:
+//   plan_forward(ctx)   children first; shapes, buffers, forward step (liveness uses)
+//   plan_backward(ctx)  this node's backward step, then the children's (reverse order)
+//   bind(ctx)           views into the planned slots
+//   forward() / backward()
+#pragma once
+#include <array>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "dl/autograd/record.hpp"
+#include "dl/backend/cpu/batch_norm.hpp"
+#include "dl/backend/cpu/conv.hpp"
+#include "dl/backend/cpu/gemm.hpp"
+#include "dl/backend/cpu/pool.hpp"
+#include "dl/backend/cpu/reduce.hpp"
+#include "dl/backend/cpu/softmax.hpp"
+#include "dl/expr/executor.hpp"
+#include "dl/graph/memory_plan.hpp"
+#include "dl/graph/sym.hpp"
+
+namespace dl::graph {
+
+// State shared by the planning passes of one plan.
+struct PlanContext {
+  MemoryPlan memory;
+  bool training = false;  // a backward pass is planned
+  bool tape = false;      // parameters' gradients go through the eager engine (accumulate)
+  std::set<const void*> grads_seen;  // parameters / inputs that already received a gradient
+  std::map<uint64_t, void*> shared;  // op node id -> the Exec that computes it
+  // Every parameter's gradient settings when planned: a change (grad_req, attach_grad) re-plans.
+  struct ParamState {
+    const void* meta;
+    bool requires_grad;
+    uint8_t req;
+    bool (*unchanged)(const void*, bool, uint8_t);
+  };
+  std::vector<ParamState> params;
+  std::vector<std::string> input_shapes;  // for error messages
+  // Report counters.
+  int op_nodes = 0, elementwise_nodes = 0, regions = 0, epilogues = 0, recomputed = 0, views = 0, shared_uses = 0;
+};
+
+template <class E> struct Exec;
+template <class Node> struct OpExec;  // an op node's kernels; Exec<Node> adds sharing (Shared)
+
+// ---- parameter gradients ------------------------------------------------------------------------
+
+// Where one use of a parameter sends its gradient: straight into param.grad() when this is the
+// first contribution of a step and grad_req is write (no copy, no extra buffer), else into a
+// planned buffer that is added to param.grad() (or accumulated through the engine in tape mode).
+template <class T>
+struct ParamGrad {
+  NDArray<T> param;
+  bool wanted = false, direct = false, first = false, tape = false;
+  int temp_id = -1;
+  NDArray<T> temp;
+
+  void init(const NDArray<T>& p, PlanContext& ctx) {
+    param = p;
+    if constexpr (FloatingPoint<T>) {
+      const auto& m = p.grad_meta();
+      wanted = ctx.training && p.defined() && m && m->requires_grad && m->req != autograd::GradReq::null;
+      if (m)  // the plan is redone when this changes (attach_grad, set_grad_req)
+        ctx.params.push_back({m.get(), m->requires_grad, static_cast<uint8_t>(m->req),
+                              +[](const void* meta, bool requires_grad, uint8_t req) {
+                                const auto* g = static_cast<const autograd::GradMeta<T>*>(meta);
+                                return g->requires_grad == requires_grad && static_cast<uint8_t>(g->req) == req;
+                              }});
+    }
+  }
+  void plan(PlanContext& ctx, int step) {
+    if (!wanted) return;
+    tape = ctx.tape;
+    first = ctx.grads_seen.insert(param.grad_meta().get()).second;
+    const auto& g = param.grad_meta()->grad;
+    direct = !tape && first && param.grad_meta()->req == autograd::GradReq::write && g.defined() &&
+             g.shape() == param.shape() && g.is_contiguous();
+    if (!direct) {
+      temp_id = ctx.memory.add(param.numel() * static_cast<int64_t>(sizeof(T)));
+      ctx.memory.use(temp_id, step);
+    }
+  }
+  void bind(const PlanContext& ctx) {
+    if (wanted && !direct) temp = ctx.memory.template view<T>(temp_id, param.shape());
+  }
+  // The buffer the gradient is written to (overwritten, not accumulated).
+  NDArray<T> target() const { return direct ? param.grad_meta()->grad : temp; }
+  void finish() {
+    if (!wanted || direct) return;
+    if constexpr (FloatingPoint<T>) {
+      if (tape) { autograd::accumulate(param.grad_meta(), temp); return; }
+      NDArray<T> g = param.grad_meta()->grad.detach();
+      if (first && param.grad_meta()->req == autograd::GradReq::write) expr::run_assign(g, temp);
+      else expr::run_assign(g, BinaryExpr<prim::Add, NDArray<T>, NDArray<T>>{{}, g, temp});
+    }
+  }
+};
+
+// ---- leaves -------------------------------------------------------------------------------------
+
+// A parameter or constant array inside an elementwise region.
+template <class T>
+struct Exec<NDArray<T>> {
+  NDArray<T> value;
+  Shape shape;
+  bool needs_grad = false;
+  int grad_id = -1;  // never planned here: the gradient buffer is the ParamGrad's
+  NDArray<T> grad;
+  ParamGrad<T> pg;
+
+  explicit Exec(const NDArray<T>& a) : value(a) {}
+  void plan_forward(PlanContext& ctx) {
+    value.require_defined("compile");
+    shape = value.shape();
+    pg.init(value, ctx);
+    needs_grad = pg.wanted;
+  }
+  int grad_step = -1;  // the step of the region backward that writes this gradient
+  void plan_backward(PlanContext& ctx) {
+    // Written by the region's backward, added into param.grad() at this leaf's own step.
+    pg.plan(ctx, ctx.memory.next_step());
+    ctx.memory.use(pg.temp_id, grad_step);
+  }
+  void bind(PlanContext& ctx) {
+    pg.bind(ctx);
+    if (needs_grad) grad = pg.target();
+  }
+  template <class F> void for_each_input(F&&) {}
+  void forward() {}
+  void backward() { pg.finish(); }
+  int value_id() const { return -1; }
+};
+
+// Input number I: the array passed to the compiled function at this position.
+template <class T, int R, int I>
+struct Exec<Input<T, R, I>> {
+  static constexpr int index = I;
+  using value_type = T;
+  NDArray<T> value;
+  Shape shape;
+  bool needs_grad = false, first = false;
+  int grad_id = -1;
+  NDArray<T> grad;
+  NDArray<T>* accumulator = nullptr;  // the plan's gradient for this input (tape mode)
+
+  explicit Exec(const Input<T, R, I>&) {}
+  void plan_forward(PlanContext& ctx) {
+    shape = value.shape();
+    if constexpr (FloatingPoint<T>) needs_grad = ctx.tape && value.tracks_grad();
+    if (needs_grad) grad_id = ctx.memory.add(shape.numel() * static_cast<int64_t>(sizeof(T)));
+  }
+  void plan_backward(PlanContext& ctx) {
+    if (!needs_grad) return;
+    int step = ctx.memory.next_step();
+    ctx.memory.use(grad_id, step);
+    first = ctx.grads_seen.insert(reinterpret_cast<const void*>(static_cast<intptr_t>(I + 1))).second;
+  }
+  void bind(PlanContext& ctx) {
+    if (needs_grad) grad = ctx.memory.template view<T>(grad_id, shape);
+  }
+  template <class F> void for_each_input(F&& f) { f(*this); }
+  void forward() {}
+  void backward() {
+    if (!needs_grad || !accumulator) return;
+    NDArray<T> acc = accumulator->detach();
+    if (first) expr::run_assign(acc, grad);
+    else expr::run_assign(acc, BinaryExpr<prim::Add, NDArray<T>, NDArray<T>>{{}, acc, grad});
+  }
+  int value_id() const { return -1; }
+};
+
+// ---- elementwise regions ------------------------------------------------------------------------
+
+// The non-scalar leaves of a region, left to right (the order expr::for_each_leaf follows).
+template <class E> struct region_leaves { using type = std::tuple<E>; };
+template <class T> struct region_leaves<ScalarExpr<T>> { using type = std::tuple<>; };
+template <class Op, class A> struct region_leaves<UnaryExpr<Op, A>> : region_leaves<A> {};
+template <class Op, class A, class B>
+struct region_leaves<BinaryExpr<Op, A, B>> {
+  using type = decltype(std::tuple_cat(std::declval<typename region_leaves<A>::type>(),
+                                       std::declval<typename region_leaves<B>::type>()));
+};
+template <class Op, class A, class B, class C>
+struct region_leaves<TernaryExpr<Op, A, B, C>> {
+  using type = decltype(std::tuple_cat(std::declval<typename region_leaves<A>::type>(),
+                                       std::declval<typename region_leaves<B>::type>(),
+                                       std::declval<typename region_leaves<C>::type>()));
+};
+template <class E> inline constexpr size_t region_leaf_count = std::tuple_size_v<typename region_leaves<E>::type>;
+
+template <class E> struct primitive_count : std::integral_constant<int, 0> {};
+template <class Op, class A> struct primitive_count<UnaryExpr<Op, A>> : std::integral_constant<int, 1 + primitive_count<A>::value> {};
+template <class Op, class A, class B>
+struct primitive_count<BinaryExpr<Op, A, B>>
+    : std::integral_constant<int, 1 + primitive_count<A>::value + primitive_count<B>::value> {};
+template <class Op, class A, class B, class C>
+struct primitive_count<TernaryExpr<Op, A, B, C>>
+    : std::integral_constant<int, 1 + primitive_count<A>::value + primitive_count<B>::value + primitive_count<C>::value> {};
+
+namespace detail {
+// (Declared first: the overloads call each other.)
+template <class E> auto leaf_nodes(const E& e);
+template <class T> auto leaf_nodes(const ScalarExpr<T>&);
+template <class Op, class A> auto leaf_nodes(const UnaryExpr<Op, A>& e);
+template <class Op, class A, class B> auto leaf_nodes(const BinaryExpr<Op, A, B>& e);
+template <class Op, class A, class B, class C> auto leaf_nodes(const TernaryExpr<Op, A, B, C>& e);
+template <size_t I, class E, class Execs> auto lower(const E&, Execs& x);
+template <size_t I, class T, class Execs> auto lower(const ScalarExpr<T>& s, Execs&);
+template <size_t I, class Op, class A, class Execs> auto lower(const UnaryExpr<Op, A>& e, Execs& x);
+template <size_t I, class Op, class A, class B, class Execs> auto lower(const BinaryExpr<Op, A, B>& e, Execs& x);
+template <size_t I, class Op, class A, class B, class C, class Execs> auto lower(const TernaryExpr<Op, A, B, C>& e, Execs& x);
+
+template <class E> auto leaf_nodes(const E& e) { return std::tuple<E>{e}; }
+template <class T> auto leaf_nodes(const ScalarExpr<T>&) { return std::tuple<>{}; }
+template <class Op, class A> auto leaf_nodes(const UnaryExpr<Op, A>& e) { return leaf_nodes(e.a); }
+template <class Op, class A, class B> auto leaf_nodes(const BinaryExpr<Op, A, B>& e) {
+  return std::tuple_cat(leaf_nodes(e.a), leaf_nodes(e.b));
+}
+template <class Op, class A, class B, class C> auto leaf_nodes(const TernaryExpr<Op, A, B, C>& e) {
+  return std::tuple_cat(leaf_nodes(e.a), leaf_nodes(e.b), leaf_nodes(e.c));
+}
+
+template <class Tuple> struct exec_tuple;
+template <class... Ls> struct exec_tuple<std::tuple<Ls...>> {
+  using type = std::tuple<Exec<Ls>...>;
+  static type make(const std::tuple<Ls...>& nodes) {
+    return std::apply([](const auto&... n) { return type{Exec<Ls>(n)...}; }, nodes);
+  }
+};
+
+// The region with every leaf replaced by its Exec's value: an ordinary eager expression.
+template <size_t I, class E, class Execs> auto lower(const E&, Execs& x) { return std::get<I>(x).value; }
+template <size_t I, class T, class Execs> auto lower(const ScalarExpr<T>& s, Execs&) { return s; }
+template <size_t I, class Op, class A, class Execs> auto lower(const UnaryExpr<Op, A>& e, Execs& x) {
+  auto a = lower<I>(e.a, x);
+  return UnaryExpr<Op, decltype(a)>{e.op, a};
+}
+template <size_t I, class Op, class A, class B, class Execs> auto lower(const BinaryExpr<Op, A, B>& e, Execs& x) {
+  auto a = lower<I>(e.a, x);
+  auto b = lower<I + region_leaf_count<A>>(e.b, x);
+  return BinaryExpr<Op, decltype(a), decltype(b)>{e.op, a, b};
+}
+template <size_t I, class Op, class A, class B, class C, class Execs> auto lower(const TernaryExpr<Op, A, B, C>& e, Execs& x) {
+  auto a = lower<I>(e.a, x);
+  auto b = lower<I + region_leaf_count<A>>(e.b, x);
+  auto c = lower<I + region_leaf_count<A> + region_leaf_count<B>>(e.c, x);
+  return TernaryExpr<Op, decltype(a), decltype(b), decltype(c)>{e.op, a, b, c};
+}
+
+template <class Tuple, class F> void for_each_in(Tuple& t, F&& f) { std::apply([&](auto&... x) { (f(x), ...); }, t); }
+template <class Tuple, class F, size_t... I>
+void for_each_in_reverse_impl(Tuple& t, F& f, std::index_sequence<I...>) {
+  constexpr size_t n = sizeof...(I);
+  (f(std::get<n - 1 - I>(t)), ...);
+}
+template <class Tuple, class F> void for_each_in_reverse(Tuple& t, F&& f) {
+  for_each_in_reverse_impl(t, f, std::make_index_sequence<std::tuple_size_v<Tuple>>{});
+}
+
+inline std::array<bool, kMaxRank> reduce_mask(const Shape& full, const Shape& small) {
+  std::array<bool, kMaxRank> mask{};
+  int lead = full.rank() - small.rank();
+  for (int d = 0; d < full.rank(); ++d) {
+    int j = d - lead;
+    mask[static_cast<size_t>(d)] = j < 0 || (small[j] == 1 && full[d] != 1);
+  }
+  return mask;
+}
+}  // namespace detail
+
+template <class E>
+struct RegionExec {
+  using T = typename E::value_type;
+  using Nodes = typename region_leaves<E>::type;
+  using Execs = typename detail::exec_tuple<Nodes>::type;
+  static constexpr size_t kLeaves = region_leaf_count<E>;
+  using Lowered = decltype(detail::lower<0>(std::declval<const E&>(), std::declval<Execs&>()));
+
+  E node;
+  Execs leaves;
+  std::optional<Lowered> lowered;
+  Shape shape;
+  bool needs_grad = false;
+  int value_id_ = -1, grad_id = -1;
+  NDArray<T> value, grad;
+  std::array<int, kLeaves> temp_id{};
+  std::array<NDArray<T>, kLeaves> temp;  // full-shape gradients of broadcast leaves
+
+  explicit RegionExec(const E& e) : node(e), leaves(detail::exec_tuple<Nodes>::make(detail::leaf_nodes(e))) {
+    temp_id.fill(-1);
+  }
+
+  void plan_forward(PlanContext& ctx) {
+    detail::for_each_in(leaves, [&](auto& l) { l.plan_forward(ctx); });
+    shape = Shape{};
+    bool first = true;
+    detail::for_each_in(leaves, [&](auto& l) {
+      shape = first ? l.shape : broadcast_shapes(shape, l.shape, "compile: elementwise");
+      first = false;
+      needs_grad = needs_grad || l.needs_grad;
+    });
+    ctx.elementwise_nodes += primitive_count<E>::value;
+    ++ctx.regions;
+    value_id_ = ctx.memory.add(shape.numel() * static_cast<int64_t>(sizeof(T)));
+    int step = ctx.memory.next_step();
+    ctx.memory.use(value_id_, step);
+    detail::for_each_in(leaves, [&](auto& l) { ctx.memory.use(l.value_id(), step); });
+    if (ctx.training && needs_grad) {
+      grad_id = ctx.memory.add(shape.numel() * static_cast<int64_t>(sizeof(T)));
+      ctx.recomputed += primitive_count<E>::value;
+      // In place: the first full-shape leaf gradient overwrites the output gradient element by
+      // element (the backward loop reads gout[i] before it writes the leaves' [i]).
+      bool aliased = false;
+      size_t i = 0;
+      detail::for_each_in(leaves, [&](auto& l) {
+        temp_id[i] = -1;
+        if (l.needs_grad && l.shape != shape) temp_id[i] = ctx.memory.add(shape.numel() * static_cast<int64_t>(sizeof(T)));
+        else if (l.needs_grad && !aliased && l.grad_id >= 0) {
+          ctx.memory.alias(l.grad_id, grad_id);
+          aliased = true;
+        }
+        ++i;
+      });
+    }
+  }
+  void plan_backward(PlanContext& ctx) {
+    if (!needs_grad) return;
+    int step = ctx.memory.next_step();
+    ctx.memory.use(grad_id, step);
+    size_t i = 0;
+    detail::for_each_in(leaves, [&](auto& l) {
+      ctx.memory.use(l.value_id(), step);  // recomputed in registers from the leaves
+      ctx.memory.use(temp_id[i], step);
+      if (l.needs_grad) ctx.memory.use(l.grad_id, step);
+      if constexpr (requires { l.grad_step; }) l.grad_step = step;
+      ++i;
+    });
+    detail::for_each_in_reverse(leaves, [&](auto& l) { if (l.needs_grad) l.plan_backward(ctx); });
+  }
+  void bind(PlanContext& ctx) {
+    detail::for_each_in(leaves, [&](auto& l) { l.bind(ctx); });
+    value = ctx.memory.template view<T>(value_id_, shape);
+    if (grad_id >= 0) grad = ctx.memory.template view<T>(grad_id, shape);
+    for (size_t i = 0; i < kLeaves; ++i)
+      if (grad_id >= 0 && temp_id[i] >= 0) temp[i] = ctx.memory.template view<T>(temp_id[i], shape);
+  }
+  template <class F> void for_each_input(F&& f) { detail::for_each_in(leaves, [&](auto& l) { l.for_each_input(f); }); }
+  void forward() {
+    detail::for_each_in(leaves, [&](auto& l) { l.forward(); });
+    lowered.emplace(detail::lower<0>(node, leaves));
+    expr::run_assign(value, *lowered);
+  }
+  void backward() {
+    std::array<T*, kLeaves> ptrs{};
+    size_t i = 0;
+    detail::for_each_in(leaves, [&](auto& l) {
+      if (l.needs_grad) ptrs[i] = temp_id[i] >= 0 ? temp[i].data() : (l.grad.numel() ? l.grad.data() : nullptr);
+      ++i;
+    });
+    expr::run_backward(*lowered, shape, grad, ptrs);
+    i = 0;
+    detail::for_each_in(leaves, [&](auto& l) {
+      if (l.needs_grad && temp_id[i] >= 0 && l.grad.numel())
+        cpu::sum_reduce(temp[i].data(), shape, contiguous_strides(shape), detail::reduce_mask(shape, l.shape),
+                        l.grad.data());
+      ++i;
+    });
+    detail::for_each_in_reverse(leaves, [&](auto& l) { if (l.needs_grad) l.backward(); });
+  }
+  int value_id() const { return value_id_; }
+};
+
+template <class Op, class A> struct Exec<UnaryExpr<Op, A>> : RegionExec<UnaryExpr<Op, A>> {
+  using RegionExec<UnaryExpr<Op, A>>::RegionExec;
+};
+template <class Op, class A, class B> struct Exec<BinaryExpr<Op, A, B>> : RegionExec<BinaryExpr<Op, A, B>> {
+  using RegionExec<BinaryExpr<Op, A, B>>::RegionExec;
+};
+template <class Op, class A, class B, class C>
+struct Exec<TernaryExpr<Op, A, B, C>> : RegionExec<TernaryExpr<Op, A, B, C>> {
+  using RegionExec<TernaryExpr<Op, A, B, C>>::RegionExec;
+};
+
+// ---- op nodes with one operand and up to two parameters -----------------------------------------
+
+// What matmul, conv2d and batch_norm share: one operand, one planned output buffer (and its
+// gradient), and two parameters whose gradients go through ParamGrad (weight and bias; gamma and
+// beta for batch_norm). A derived OpExec sets `shape` in plan_forward, then calls plan_output.
+template <class Node, class A>
+struct ParamOpExec {
+  using T = typename A::value_type;
+  Node node;
+  Exec<A> a;
+  Shape shape;
+  bool needs_grad = false;
+  int value_id_ = -1, grad_id = -1;
+  NDArray<T> value, grad;
+  ParamGrad<T> wg, bg;
+
+  explicit ParamOpExec(const Node& n) : node(n), a(n.a) {}
+  // The parameters' gradients, the output buffer and the forward step (after `shape` is known);
+  // an undefined parameter (no bias, no gamma) wants no gradient.
+  void plan_output(PlanContext& ctx, const NDArray<T>& weight, const NDArray<T>& bias) {
+    ++ctx.op_nodes;
+    if (weight.defined()) wg.init(weight, ctx);
+    if (bias.defined()) bg.init(bias, ctx);
+    needs_grad = a.needs_grad || wg.wanted || bg.wanted;
+    value_id_ = ctx.memory.add(shape.numel() * static_cast<int64_t>(sizeof(T)));
+    int step = ctx.memory.next_step();
+    ctx.memory.use(value_id_, step);
+    ctx.memory.use(a.value_id(), step);
+    if (ctx.training && needs_grad) grad_id = ctx.memory.add(shape.numel() * static_cast<int64_t>(sizeof(T)));
+  }
+  void plan_backward(PlanContext& ctx) {
+    if (!needs_grad) return;
+    int step = ctx.memory.next_step();
+    for (int id : std::array<int, 3>{grad_id, a.value_id(), a.needs_grad ? a.grad_id : -1}) ctx.memory.use(id, step);
+    wg.plan(ctx, step);
+    bg.plan(ctx, step);
+    if (a.needs_grad) a.plan_backward(ctx);
+  }
+  void bind(PlanContext& ctx) {
+    a.bind(ctx);
+    value = ctx.memory.template view<T>(value_id_, shape);
+    if (grad_id >= 0) grad = ctx.memory.template view<T>(grad_id, shape);
+    wg.bind(ctx);
+    bg.bind(ctx);
+  }
+  template <class F> void for_each_input(F&& f) { a.for_each_input(f); }
+  // The parameters' gradients are complete: hand them over, then the operand's backward.
+  void finish_backward() {
+    wg.finish();
+    bg.finish();
+    if (a.needs_grad) a.backward();
+  }
+  int value_id() const { return value_id_; }
+};
+
+// ---- matmul (+ bias epilogue) -------------------------------------------------------------------
+
+template <class A>
+struct OpExec<MatmulNode<A>> : ParamOpExec<MatmulNode<A>, A> {
+  using Base = ParamOpExec<MatmulNode<A>, A>;
+  using typename Base::T;
+  using Base::node, Base::a, Base::shape, Base::value, Base::grad, Base::wg, Base::bg;
+  int64_t M = 0, K = 0, N = 0;
+
+  explicit OpExec(const MatmulNode<A>& n) : Base(n) {}
+  void plan_forward(PlanContext& ctx) {
+    a.plan_forward(ctx);
+    const char* op = node.transposed ? "dense" : "matmul";
+    node.weight.require_defined(op);
+    const Shape& sa = a.shape;
+    const Shape& sw = node.weight.shape();
+    check<ShapeError>(sa.rank() == 2 && sw.rank() == 2, op, ": compiled ", op, " needs a rank-2 input and weight, got ",
+                      sa, " and ", sw);
+    M = sa[0];
+    K = sa[1];
+    N = node.transposed ? sw[0] : sw[1];
+    int64_t kw = node.transposed ? sw[1] : sw[0];
+    check<ShapeError>(K == kw, op, ": input of shape ", sa, " does not match weight of shape ", sw,
+                      node.transposed ? " (in_features " : " (rows ", kw, ")");
+    if (node.bias.defined())
+      check<ShapeError>(node.bias.shape() == Shape{N}, op, ": bias of shape ", node.bias.shape(), " must be (", N, ")");
+    shape = Shape{M, N};
+    if (node.bias.defined()) ++ctx.epilogues;
+    this->plan_output(ctx, node.weight, node.bias);
+  }
+  cpu::MatrixView<T> w_view() const {  // W as (K, N)
+    const NDArray<T>& w = node.weight;
+    return node.transposed ? cpu::MatrixView<T>{w.data(), K, N, w.strides()[1], w.strides()[0]}
+                           : cpu::MatrixView<T>{w.data(), K, N, w.strides()[0], w.strides()[1]};
+  }
+  cpu::MatrixView<T> a_view() const {
+    const NDArray<T>& x = a.value;
+    return {x.data(), M, K, x.strides()[0], x.strides()[1]};
+  }
+  void forward() {
+    a.forward();
+    if (value.numel() == 0) return;
+    T* out = value.data();
+    const bool bias = node.bias.defined();
+    if (bias) {  // epilogue fused into the GEMM: start from the bias, accumulate the product
+      NDArray<T> b = node.bias;
+      const T* bp = b.data();
+      const int64_t bs = b.strides()[0];
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < N; ++j) out[i * N + j] = bp[j * bs];
+    }
+    cpu::gemm(a_view(), w_view(), out, N, bias);
+  }
+  void backward() {
+    if (value.numel() > 0) {
+      const T* g = grad.data();
+      if (a.needs_grad && a.grad.numel()) {  // da (M, K) = g (M, N) x W^T (N, K)
+        cpu::MatrixView<T> wv = w_view();
+        cpu::MatrixView<T> wt{wv.data, N, K, wv.col_stride, wv.row_stride};
+        cpu::gemm(cpu::MatrixView<T>{g, M, N, N, 1}, wt, a.grad.data(), K, false);
+      }
+      if (wg.wanted) {
+        NDArray<T> dw = wg.target();
+        cpu::MatrixView<T> av = a_view();
+        if (node.transposed)  // dW (N, K) = g^T (N, M) x a (M, K)
+          cpu::gemm(cpu::MatrixView<T>{g, N, M, 1, N}, av, dw.data(), K, false);
+        else  // dW (K, N) = a^T (K, M) x g (M, N)
+          cpu::gemm(cpu::MatrixView<T>{av.data, K, M, av.col_stride, av.row_stride}, cpu::MatrixView<T>{g, M, N, N, 1},
+                    dw.data(), N, false);
+      }
+      if (bg.wanted) {  // db = column sums of g
+        std::array<bool, kMaxRank> mask{};
+        mask[0] = true;
+        cpu::sum_reduce(g, shape, contiguous_strides(shape), mask, bg.target().data());
+      }
+    }
+    this->finish_backward();
+  }
+};
+
+// ---- conv2d (im2col + GEMM; bias inside the GEMM) ----------------------------------------------
+
+template <class A>
+struct OpExec<Conv2dNode<A>> : ParamOpExec<Conv2dNode<A>, A> {
+  using Base = ParamOpExec<Conv2dNode<A>, A>;
+  using typename Base::T;
+  using Base::node, Base::a, Base::shape, Base::value, Base::grad, Base::wg, Base::bg;
+  cpu::Conv2dGeometry geo;
+
+  explicit OpExec(const Conv2dNode<A>& n) : Base(n) {}
+  void plan_forward(PlanContext& ctx) {
+    a.plan_forward(ctx);
+    const Shape& x = a.shape;
+    const NDArray<T>& w = node.weight;
+    w.require_defined("conv2d");
+    check<ShapeError>(x.rank() == 4, "conv2d: expected a 4-D input (N, C, H, W), got ", x);
+    check<ShapeError>(w.rank() == 4, "conv2d: expected a 4-D weight (O, C/groups, kh, kw), got ", w.shape());
+    check<ValueError>(w.is_contiguous(), "conv2d: a compiled conv2d needs a contiguous weight");
+    const int64_t groups = node.options.groups;
+    check<ValueError>(groups >= 1, "conv2d: groups must be positive, got ", groups);
+    const int64_t C = x[1], O = w.shape(0);
+    check<ShapeError>(C % groups == 0 && O % groups == 0 && w.shape(1) == C / groups, "conv2d: weight ", w.shape(),
+                      " does not match input ", x, " with groups ", groups);
+    if (node.bias.defined())
+      check<ShapeError>(node.bias.shape() == Shape{O} && node.bias.is_contiguous(), "conv2d: bias has shape ",
+                        node.bias.shape(), ", expected (", O, ",)");
+    auto hw = dl::detail::window_output_size("conv2d", x[2], x[3], {w.shape(2), w.shape(3)}, node.options.stride,
+                                             node.options.padding, node.options.dilation, true);
+    geo = {x[0], C, x[2], x[3], O, w.shape(2), w.shape(3), node.options.stride[0], node.options.stride[1],
+           node.options.padding[0], node.options.padding[1], node.options.dilation[0], node.options.dilation[1],
+           groups, hw[0], hw[1]};
+    shape = Shape{x[0], O, hw[0], hw[1]};
+    if (node.bias.defined()) ++ctx.epilogues;
+    this->plan_output(ctx, node.weight, node.bias);
+  }
+  void forward() {
+    a.forward();
+    check<ValueError>(a.value.is_contiguous(), "conv2d: a compiled conv2d needs a contiguous input");
+    if (value.numel() > 0)
+      cpu::conv2d_forward(a.value.data(), node.weight.data(), node.bias.defined() ? node.bias.data() : nullptr,
+                          value.data(), geo);
+  }
+  void backward() {
+    T* dx = a.needs_grad && a.grad.numel() ? a.grad.data() : nullptr;
+    T* dw = wg.wanted && node.weight.numel() ? wg.target().data() : nullptr;
+    T* db = bg.wanted ? bg.target().data() : nullptr;
+    if (value.numel() > 0) cpu::conv2d_backward(a.value.data(), node.weight.data(), grad.data(), dx, dw, db, geo);
+    else {
+      if (dx) std::memset(dx, 0, static_cast<size_t>(a.grad.numel()) * sizeof(T));
+      if (dw) std::memset(dw, 0, static_cast<size_t>(node.weight.numel()) * sizeof(T));
+      if (db) std::memset(db, 0, static_cast<size_t>(node.bias.numel()) * sizeof(T));
+    }
+    this->finish_backward();
+  }
+};
+
+// ---- pooling ------------------------------------------------------------------------------------
+
+template <class A, bool Max>
+struct OpExec<Pool2dNode<A, Max>> {
+  using T = typename A::value_type;
+  static constexpr const char* op = Max ? "max_pool2d" : "avg_pool2d";
+  Pool2dNode<A, Max> node;
+  Exec<A> a;
+  Shape shape;
+  cpu::Pool2dGeometry geo;
+  bool needs_grad = false;
+  int value_id_ = -1, grad_id = -1, argmax_id = -1;
+  NDArray<T> value, grad;
+  NDArray<int64_t> argmax;
+
+  explicit OpExec(const Pool2dNode<A, Max>& n) : node(n), a(n.a) {}
+  void plan_forward(PlanContext& ctx) {
+    a.plan_forward(ctx);
+    const Shape& x = a.shape;
+    check<ShapeError>(x.rank() == 4, op, ": expected a 4-D input (N, C, H, W), got ", x);
+    auto hw = dl::detail::window_output_size(op, x[2], x[3], node.kernel, node.stride, node.padding, {1, 1}, false);
+    check<ValueError>(node.padding[0] <= node.kernel[0] / 2 && node.padding[1] <= node.kernel[1] / 2, op, ": padding ",
+                      dl::detail::pair_string(node.padding), " must be at most half the kernel ",
+                      dl::detail::pair_string(node.kernel));
+    geo = {x[0] * x[1], x[2], x[3], hw[0], hw[1], node.kernel[0], node.kernel[1], node.stride[0], node.stride[1],
+           node.padding[0], node.padding[1]};
+    shape = Shape{x[0], x[1], hw[0], hw[1]};
+    ++ctx.op_nodes;
+    needs_grad = a.needs_grad;
+    value_id_ = ctx.memory.add(shape.numel() * static_cast<int64_t>(sizeof(T)));
+    if (Max) argmax_id = ctx.memory.add(shape.numel() * static_cast<int64_t>(sizeof(int64_t)));
+    int step = ctx.memory.next_step();
+    for (int id : std::array<int, 3>{value_id_, argmax_id, a.value_id()}) ctx.memory.use(id, step);
+    if (ctx.training && needs_grad) grad_id = ctx.memory.add(shape.numel() * static_cast<int64_t>(sizeof(T)));
+  }
+  void plan_backward(PlanContext& ctx) {
+    if (!needs_grad) return;
+    int step = ctx.memory.next_step();
+    for (int id : std::array<int, 3>{grad_id, argmax_id, a.grad_id}) ctx.memory.use(id, step);
+    a.plan_backward(ctx);
+  }
+  void bind(PlanContext& ctx) {
+    a.bind(ctx);
+    value = ctx.memory.template view<T>(value_id_, shape);
+    if (Max) argmax = ctx.memory.template view<int64_t>(argmax_id, shape);
+    if (grad_id >= 0) grad = ctx.memory.template view<T>(grad_id, shape);
+  }
+  template <class F> void for_each_input(F&& f) { a.for_each_input(f); }
+  void forward() {
+    a.forward();
+    check<ValueError>(a.value.is_contiguous(), op, ": a compiled pooling needs a contiguous input");
+    if (value.numel() == 0) return;
+    if constexpr (Max) cpu::max_pool2d_forward(a.value.data(), value.data(), argmax.data(), geo);
+    else cpu::avg_pool2d_forward(a.value.data(), value.data(), geo, node.count_include_pad);
+  }
+  void backward() {
+    if (a.grad.numel() > 0) {
+      if constexpr (Max) cpu::max_pool2d_backward(grad.numel() ? grad.data() : nullptr, argmax.data(), a.grad.data(), geo);
+      else cpu::avg_pool2d_backward(grad.numel() ? grad.data() : nullptr, a.grad.data(), geo, node.count_include_pad);
+    }
+    a.backward();
+  }
+  int value_id() const { return value_id_; }
+};
+
+// ---- batch norm ---------------------------------------------------------------------------------
+
+template <class A>
+struct OpExec<BatchNormNode<A>> : ParamOpExec<BatchNormNode<A>, A> {  // wg: gamma's gradient, bg: beta's
+  using Base = ParamOpExec<BatchNormNode<A>, A>;
+  using typename Base::T;
+  using Base::node, Base::a, Base::shape, Base::value, Base::grad, Base::wg, Base::bg;
+  cpu::BatchNormGeometry geo;
+  std::vector<double> mean, var, invstd, gamma_v, scale, shift;  // per channel; sized at plan
+
+  explicit OpExec(const BatchNormNode<A>& n) : Base(n) {}
+  void plan_forward(PlanContext& ctx) {
+    a.plan_forward(ctx);
+    const Shape& x = a.shape;
+    check<ShapeError>(x.rank() >= 2, "batch_norm: expected an (N, C) or (N, C, H, W) input, got ", x);
+    const int64_t N = x[0], C = x[1];
+    for (const NDArray<T>* v : {&node.gamma, &node.beta, &node.running_mean, &node.running_var})
+      if (v->defined())
+        check<ShapeError>(v->shape() == Shape{C}, "batch_norm: a channel vector of shape ", v->shape(),
+                          " does not match input ", x, " (expected (", C, ",))");
+    geo = {N, C, N * C > 0 ? x.numel() / (N * C) : 1};
+    check<ValueError>(!node.training || geo.per_channel() > 1,
+                      "batch_norm: training needs more than one value per channel, got input ", x);
+    shape = x;
+    for (auto* v : {&mean, &var, &invstd, &gamma_v, &scale, &shift}) v->assign(static_cast<size_t>(C), 0.0);
+    this->plan_output(ctx, node.gamma, node.beta);
+  }
+  static double channel(const NDArray<T>& v, int64_t c, double otherwise) {
+    return v.defined() ? static_cast<double>(v.data()[c * v.strides()[0]]) : otherwise;
+  }
+  void forward() {
+    a.forward();
+    check<ValueError>(a.value.is_contiguous(), "batch_norm: a compiled batch_norm needs a contiguous input");
+    const int64_t C = geo.channels, M = geo.per_channel();
+    if (node.training) {
+      if (M > 0) cpu::batch_norm_stats(a.value.data(), geo, mean.data(), var.data());
+      for (int64_t c = 0; c < C; ++c) {
+        auto i = static_cast<size_t>(c);
+        invstd[i] = 1.0 / std::sqrt(var[i] + node.eps);
+        if (node.running_mean.defined()) {  // in place, as eager batch_norm does
+          T& rm = node.running_mean.data()[c * node.running_mean.strides()[0]];
+          T& rv = node.running_var.data()[c * node.running_var.strides()[0]];
+          double unbiased = var[i] * static_cast<double>(M) / static_cast<double>(M - 1);
+          rm = static_cast<T>((1 - node.momentum) * rm + node.momentum * mean[i]);
+          rv = static_cast<T>((1 - node.momentum) * rv + node.momentum * unbiased);
+        }
+      }
+    } else {
+      for (int64_t c = 0; c < C; ++c) {
+        auto i = static_cast<size_t>(c);
+        mean[i] = channel(node.running_mean, c, 0.0);
+        double v = channel(node.running_var, c, 1.0);
+        check<ValueError>(v + node.eps > 0, "batch_norm: running_var[", c, "] + eps = ", v + node.eps, " is not positive");
+        invstd[i] = 1.0 / std::sqrt(v + node.eps);
+      }
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      auto i = static_cast<size_t>(c);
+      gamma_v[i] = channel(node.gamma, c, 1.0);
+      scale[i] = gamma_v[i] * invstd[i];
+      shift[i] = channel(node.beta, c, 0.0) - mean[i] * scale[i];
+    }
+    if (value.numel() > 0) cpu::batch_norm_apply(a.value.data(), value.data(), geo, scale.data(), shift.data());
+  }
+  void backward() {
+    T* dx = a.needs_grad && a.grad.numel() ? a.grad.data() : nullptr;
+    T* dgamma = wg.wanted ? wg.target().data() : nullptr;
+    T* dbeta = bg.wanted ? bg.target().data() : nullptr;
+    if (geo.channels > 0)
+      cpu::batch_norm_backward(a.value.numel() ? a.value.data() : nullptr, grad.numel() ? grad.data() : nullptr, geo,
+                               mean.data(), invstd.data(), gamma_v.data(), node.training, dx, dgamma, dbeta);
+    this->finish_backward();
+  }
+};
+
+// ---- sharing: a node used more than once is computed once ------------------------------------
+
+// The first occurrence of an op node (by id) in forward order computes it; later occurrences are
+// references: they read its value and collect their own gradient, which the original adds to its
+// gradient before its backward step. Backward runs in exactly the reverse of forward order, so
+// every reference's gradient is complete by then.
+template <class Impl>
+struct Shared {
+  using T = typename Impl::T;
+  Impl impl;
+  Shared* original = nullptr;
+  std::vector<Shared*> refs;
+  Shape shape;
+  bool needs_grad = false;
+  int grad_id = -1;
+  NDArray<T> value, grad;
+
+  template <class Node>
+  explicit Shared(const Node& n) : impl(n) {}
+  void plan_forward(PlanContext& ctx) {
+    auto [it, fresh] = ctx.shared.try_emplace(impl.node.id, this);
+    if (!fresh) {
+      original = static_cast<Shared*>(it->second);
+      shape = original->shape;
+      needs_grad = original->needs_grad;
+      ++ctx.shared_uses;
+      if (ctx.training && needs_grad) {
+        grad_id = ctx.memory.add(shape.numel() * static_cast<int64_t>(sizeof(T)));
+        original->refs.push_back(this);
+      }
+      return;
+    }
+    impl.plan_forward(ctx);
+    shape = impl.shape;
+    needs_grad = impl.needs_grad;
+    grad_id = impl.grad_id;
+  }
+  void plan_backward(PlanContext& ctx) {
+    if (original) return;
+    const int step = ctx.memory.steps();  // impl's backward step (its next_step())
+    for (auto* r : refs) ctx.memory.use(r->grad_id, step);
+    if (!refs.empty()) ctx.memory.use(grad_id, step);
+    impl.plan_backward(ctx);
+  }
+  void bind(PlanContext& ctx) {
+    if (original) {
+      if (grad_id >= 0) grad = ctx.memory.template view<T>(grad_id, shape);
+      return;
+    }
+    impl.bind(ctx);
+    grad = impl.grad;
+  }
+  template <class F> void for_each_input(F&& f) {
+    if (!original) impl.for_each_input(f);
+  }
+  void forward() {
+    if (original) {
+      value = original->value;
+      return;
+    }
+    impl.forward();
+    value = impl.value;
+  }
+  void backward() {
+    if (original) return;
+    for (auto* r : refs) expr::run_assign(grad, BinaryExpr<prim::Add, NDArray<T>, NDArray<T>>{{}, grad, r->grad});
+    impl.backward();
+  }
+  int value_id() const { return original ? original->value_id() : impl.value_id(); }
+};
+
+template <class A> struct Exec<MatmulNode<A>> : Shared<OpExec<MatmulNode<A>>> {
+  using Shared<OpExec<MatmulNode<A>>>::Shared;
+};
+template <class A> struct Exec<Conv2dNode<A>> : Shared<OpExec<Conv2dNode<A>>> {
+  using Shared<OpExec<Conv2dNode<A>>>::Shared;
+};
+template <class A> struct Exec<BatchNormNode<A>> : Shared<OpExec<BatchNormNode<A>>> {
+  using Shared<OpExec<BatchNormNode<A>>>::Shared;
+};
+template <class A, bool Max> struct Exec<Pool2dNode<A, Max>> : Shared<OpExec<Pool2dNode<A, Max>>> {
+  using Shared<OpExec<Pool2dNode<A, Max>>>::Shared;
+};
+
+// ---- choice (one branch, picked at tracing) ------------------------------------------------------
+
+template <class A, class B>
+struct Exec<ChoiceNode<A, B>> {
+  using T = typename A::value_type;
+  bool use_first;
+  Exec<A> a;
+  Exec<B> b;
+  Shape shape;
+  bool needs_grad = false;
+  int grad_id = -1;
+  NDArray<T> value, grad;
+
+  explicit Exec(const ChoiceNode<A, B>& n) : use_first(n.use_first), a(n.first), b(n.second) {}
+  template <class F> decltype(auto) chosen(F&& f) { return use_first ? f(a) : f(b); }
+  void plan_forward(PlanContext& ctx) {
+    chosen([&](auto& e) {
+      e.plan_forward(ctx);
+      shape = e.shape;
+      needs_grad = e.needs_grad;
+      grad_id = e.grad_id;
+      return 0;
+    });
+  }
+  void plan_backward(PlanContext& ctx) { chosen([&](auto& e) { e.plan_backward(ctx); return 0; }); }
+  void bind(PlanContext& ctx) {
+    chosen([&](auto& e) {
+      e.bind(ctx);
+      grad = e.grad;
+      return 0;
+    });
+  }
+  template <class F> void for_each_input(F&& f) { chosen([&](auto& e) { e.for_each_input(f); return 0; }); }
+  void forward() {
+    chosen([&](auto& e) {
+      e.forward();
+      value = e.value;
+      return 0;
+    });
+  }
+  void backward() { chosen([&](auto& e) { e.backward(); return 0; }); }
+  int value_id() const { return use_first ? a.value_id() : b.value_id(); }
+};
+
+// ---- dropout (mask regenerated in backward; gradient in place) ----------------------------------
+
+template <class A>
+struct Exec<DropoutNode<A>> {
+  using T = typename A::value_type;
+  DropoutNode<A> node;
+  Exec<A> a;
+  Shape shape;
+  bool needs_grad = false, active = false;
+  int value_id_ = -1, grad_id = -1;
+  NDArray<T> value, grad;
+  PhiloxState state{};
+  T scale = T(1);
+
+  explicit Exec(const DropoutNode<A>& n) : node(n), a(n.a) {}
+  void plan_forward(PlanContext& ctx) {
+    a.plan_forward(ctx);
+    shape = a.shape;
+    needs_grad = a.needs_grad;
+    active = node.training && node.p > 0.0;
+    scale = static_cast<T>(1.0 / (1.0 - node.p));
+    if (!active) {  // identity: the operand's value and gradient
+      grad_id = a.grad_id;
+      value_id_ = a.value_id();
+      return;
+    }
+    ++ctx.op_nodes;
+    value_id_ = ctx.memory.add(shape.numel() * static_cast<int64_t>(sizeof(T)));
+    int step = ctx.memory.next_step();
+    ctx.memory.use(value_id_, step);
+    ctx.memory.use(a.value_id(), step);
+    if (ctx.training && needs_grad) {
+      grad_id = ctx.memory.add(shape.numel() * static_cast<int64_t>(sizeof(T)));
+      ctx.memory.alias(a.grad_id, grad_id);  // dx[i] = mask[i] * scale * g[i]: in place
+    }
+  }
+  void plan_backward(PlanContext& ctx) {
+    if (!needs_grad) return;
+    if (active) {
+      int step = ctx.memory.next_step();
+      ctx.memory.use(grad_id, step);
+      ctx.memory.use(a.grad_id, step);
+    }
+    a.plan_backward(ctx);
+  }
+  void bind(PlanContext& ctx) {
+    a.bind(ctx);
+    if (!active) {
+      grad = a.grad;
+      return;
+    }
+    value = ctx.memory.template view<T>(value_id_, shape);
+    if (grad_id >= 0) grad = ctx.memory.template view<T>(grad_id, shape);
+  }
+  template <class F> void for_each_input(F&& f) { a.for_each_input(f); }
+  void forward() {
+    a.forward();
+    if (!active) {
+      value = a.value;
+      return;
+    }
+    check<ValueError>(a.value.is_contiguous(), "dropout: a compiled dropout needs a contiguous input");
+    const int64_t n = shape.numel();
+    state = node.generator->reserve(static_cast<uint64_t>(n));  // as eager dropout: n numbers per call
+    if (n > 0) dl::detail::dropout_apply(a.value.data(), value.data(), n, state, node.p, scale);
+  }
+  void backward() {
+    if (active && a.needs_grad && grad.numel() > 0)
+      dl::detail::dropout_apply(grad.data(), a.grad.data(), grad.numel(), state, node.p, scale);
+    if (a.needs_grad) a.backward();
+  }
+  int value_id() const { return value_id_; }
+};
+
+// ---- flatten (a view: no pass, gradient in place) -----------------------------------------------
+
+template <class A>
+struct Exec<FlattenNode<A>> {
+  using T = typename A::value_type;
+  FlattenNode<A> node;
+  Exec<A> a;
+  Shape shape;
+  bool needs_grad = false;
+  int grad_id = -1;
+  NDArray<T> value, grad;
+
+  explicit Exec(const FlattenNode<A>& n) : node(n), a(n.a) {}
+  void plan_forward(PlanContext& ctx) {
+    a.plan_forward(ctx);
+    int start = normalize_axis(node.start_axis, a.shape.rank(), "flatten");
+    std::vector<int64_t> d(a.shape.begin(), a.shape.begin() + start);
+    int64_t rest = 1;
+    for (int i = start; i < a.shape.rank(); ++i) rest *= a.shape[i];
+    d.push_back(rest);
+    shape = Shape(d);
+    needs_grad = a.needs_grad;
+    grad_id = a.grad_id;  // the same memory as the operand's gradient
+    ++ctx.views;
+  }
+  void plan_backward(PlanContext& ctx) {
+    if (a.needs_grad) a.plan_backward(ctx);
+  }
+  void bind(PlanContext& ctx) {
+    a.bind(ctx);
+    if (a.needs_grad && a.grad.defined()) grad = NDArray<T>(a.grad.storage(), shape, contiguous_strides(shape), a.grad.offset());
+  }
+  template <class F> void for_each_input(F&& f) { a.for_each_input(f); }
+  void forward() {
+    a.forward();
+    check<ValueError>(a.value.is_contiguous(), "flatten: a compiled flatten needs a contiguous input, got strides of shape ",
+                      a.value.shape());
+    value = NDArray<T>(a.value.storage(), shape, contiguous_strides(shape), a.value.offset());
+  }
+  void backward() {
+    if (a.needs_grad) a.backward();
+  }
+  int value_id() const { return a.value_id(); }
+};
+
+// ---- cross entropy ------------------------------------------------------------------------------
+
+template <class Labels> struct LabelSource;
+template <class Label> struct LabelSource<NDArray<Label>> {
+  NDArray<Label> labels;
+  explicit LabelSource(const NDArray<Label>& l) : labels(l) {}
+  const NDArray<Label>& value() const { return labels; }
+  template <class F> void for_each_input(F&&) {}
+};
+template <class Label, int R, int I> struct LabelSource<Input<Label, R, I>> {
+  Exec<Input<Label, R, I>> input;
+  explicit LabelSource(const Input<Label, R, I>& s) : input(s) {}
+  const NDArray<Label>& value() const { return input.value; }
+  template <class F> void for_each_input(F&& f) { f(input); }
+};
+
+template <class A, class Labels>
+struct Exec<CrossEntropyNode<A, Labels>> {
+  using T = typename A::value_type;
+  CrossEntropyNode<A, Labels> node;
+  Exec<A> a;
+  LabelSource<Labels> labels;
+  Shape shape;
+  int64_t M = 0, C = 0;
+  double scale = 1.0;
+  bool needs_grad = false;
+  int value_id_ = -1, grad_id = -1, losses_id = -1, max_id = -1, sum_id = -1;
+  NDArray<T> value, grad, losses, row_max, log_sum;
+
+  explicit Exec(const CrossEntropyNode<A, Labels>& n) : node(n), a(n.logits), labels(n.labels) {}
+  void plan_forward(PlanContext& ctx) {
+    a.plan_forward(ctx);
+    const Shape& s = a.shape;
+    check<ShapeError>(s.rank() == 2, "cross_entropy: compiled logits must have shape (N, C), got ", s);
+    labels.value().require_defined("cross_entropy");
+    check<ShapeError>(labels.value().shape() == Shape{s[0]}, "cross_entropy: labels of shape ", labels.value().shape(),
+                      " do not match logits of shape ", s, " (expected labels of shape ", Shape{s[0]}, ")");
+    M = s[0];
+    C = s[1];
+    scale = dl::detail::reduction_scale(node.reduction, M);
+    shape = node.reduction == Reduction::none ? Shape{M} : Shape{};
+    ++ctx.op_nodes;
+    needs_grad = a.needs_grad;
+    const int64_t row = M * static_cast<int64_t>(sizeof(T));
+    losses_id = ctx.memory.add(row);
+    max_id = ctx.memory.add(row);
+    sum_id = ctx.memory.add(row);
+    value_id_ = node.reduction == Reduction::none ? losses_id : ctx.memory.add(static_cast<int64_t>(sizeof(T)));
+    int step = ctx.memory.next_step();
+    for (int id : std::array<int, 4>{losses_id, max_id, sum_id, value_id_}) ctx.memory.use(id, step);
+    ctx.memory.use(a.value_id(), step);
+    if (ctx.training && needs_grad) grad_id = ctx.memory.add(shape.numel() * static_cast<int64_t>(sizeof(T)));
+  }
+  void plan_backward(PlanContext& ctx) {
+    if (!needs_grad) return;
+    int step = ctx.memory.next_step();
+    for (int id : std::array<int, 5>{grad_id, max_id, sum_id, a.value_id(), a.grad_id}) ctx.memory.use(id, step);
+    a.plan_backward(ctx);
+  }
+  void bind(PlanContext& ctx) {
+    a.bind(ctx);
+    losses = ctx.memory.template view<T>(losses_id, Shape{M});
+    row_max = ctx.memory.template view<T>(max_id, Shape{M});
+    log_sum = ctx.memory.template view<T>(sum_id, Shape{M});
+    value = ctx.memory.template view<T>(value_id_, shape);
+    if (grad_id >= 0) grad = ctx.memory.template view<T>(grad_id, shape);
+  }
+  template <class F> void for_each_input(F&& f) {
+    a.for_each_input(f);
+    labels.for_each_input(f);
+  }
+  void forward() {
+    a.forward();
+    const auto& lab = labels.value();
+    check<ValueError>(lab.is_contiguous() && a.value.is_contiguous(),
+                      "cross_entropy: compiled cross_entropy needs contiguous logits and labels");
+    const auto* lp = lab.data();
+    for (int64_t r = 0; r < M; ++r) {
+      const int64_t v = static_cast<int64_t>(lp[r]);
+      if (v < 0 || v >= C) [[unlikely]]
+        fail<ValueError>("cross_entropy: label ", v, " at row ", r, " is out of range for ", C, " classes");
+    }
+    if (M == 0) return;
+    cpu::cross_entropy_forward(a.value.data(), lp, M, C, static_cast<T>(node.smoothing), losses.data(), row_max.data(),
+                               log_sum.data());
+    if (node.reduction != Reduction::none)
+      *value.data() = static_cast<T>(cpu::sum_deterministic(losses.data(), M) * scale);
+  }
+  void backward() {
+    if (M > 0 && a.grad.numel())
+      cpu::cross_entropy_backward(a.value.data(), labels.value().data(), row_max.data(), log_sum.data(), grad.data(),
+                                  node.reduction == Reduction::none ? 1 : 0, static_cast<T>(scale), M, C,
+                                  static_cast<T>(node.smoothing), a.grad.data());
+    a.backward();
+  }
+  int value_id() const { return value_id_; }
+};
+
+}  // namespace dl::graph
