@@ -142,6 +142,19 @@ TEST_CASE("mismatched lengths throw DistributedError on every rank instead of ha
   CHECK_THROWS_WITH_AS(dist::allgather(y), doctest::Contains("allgather: dim 0 differs"), dl::DistributedError);
 }
 
+TEST_CASE("automatic picks flat on one machine; an explicit two-level choice stands (leader on uneven nodes)") {
+  auto& g = dist::world();
+  if (g.num_machines() == 1) {  // run.sh runs on one machine, simulated nodes or not
+    for (size_t bytes : {size_t{4}, size_t{64} << 10, size_t{1} << 20, size_t{256} << 20})
+      CHECK(dist::choose_algorithm(Algorithm::automatic, bytes, g) == Algorithm::flat);
+  }
+  if (g.simulated_nodes()) CHECK(g.num_machines() < g.num_nodes() + (g.num_nodes() == 1 ? 1 : 0));
+  CHECK(dist::choose_algorithm(Algorithm::hierarchical, 1 << 20, g) ==
+        (g.uniform_nodes() ? Algorithm::hierarchical : Algorithm::leader));
+  CHECK(dist::choose_algorithm(Algorithm::leader, 16, g) == Algorithm::leader);
+  CHECK(dist::choose_algorithm(Algorithm::flat, 1 << 20, g) == Algorithm::flat);
+}
+
 TEST_CASE("topology: simulated nodes follow DL_DIST_RANKS_PER_NODE") {
   auto& g = dist::world();
   const char* k = std::getenv("DL_DIST_RANKS_PER_NODE");

@@ -50,7 +50,7 @@ double max_abs_diff(const NDArray<float>& a, const NDArray<float>& b) {
   return m;
 }
 
-void train_equivalence(size_t bucket_bytes) {
+void train_equivalence(size_t bucket_bytes, size_t first_bucket_bytes = 0) {
   auto& g = dist::world();
   const int p = g.size();
   const int64_t B = 4, F = 6, H = 16, C = 3;
@@ -58,6 +58,7 @@ void train_equivalence(size_t bucket_bytes) {
   Mlp net(F, H, C, gen);
   dist::DataParallelOptions o;
   o.bucket_bytes = bucket_bytes;
+  o.first_bucket_bytes = first_bucket_bytes;
   dist::DataParallel dp(net, o);
   Mlp ref = nn::clone(net);  // the single-process model, from the same (broadcast) start
   optim::SGD opt(net.named_parameters(), 0.1), ref_opt(ref.named_parameters(), 0.1);
@@ -98,7 +99,7 @@ void train_equivalence(size_t bucket_bytes) {
 
 }  // namespace
 
-TEST_CASE("N ranks x batch B train like one process with batch N*B (one bucket per parameter)") {
+TEST_CASE("N ranks x batch B train like one process with batch N*B (one bucket per parameter, in place)") {
   train_equivalence(1);
 }
 TEST_CASE("... with one 25 MB bucket") {
@@ -119,6 +120,25 @@ TEST_CASE("buckets follow reverse registration order and respect bucket_bytes") 
   CHECK(dp.bucket_names(1) == std::vector<std::string>{"fc2.weight"});
   CHECK(dp.bucket_names(2) == std::vector<std::string>{"fc1.bias", "fc1.weight"});
   CHECK_THROWS_WITH_AS(dp.grad_ready("nope"), doctest::Contains("no parameter named 'nope'"), dl::ValueError);
+}
+
+TEST_CASE("the first bucket is capped by first_bucket_bytes, so communication starts early in backward") {
+  Generator gen(5);
+  Mlp net(6, 16, 3, gen);
+  dist::DataParallelOptions o;
+  o.bucket_bytes = 4096;
+  o.first_bucket_bytes = 64 * sizeof(float);  // fc3 (3 + 48 floats) fits, fc2.bias would not
+  dist::DataParallel dp(net, o);
+  REQUIRE(dp.num_buckets() == 2);
+  CHECK(dp.bucket_names(0) == std::vector<std::string>{"fc3.bias", "fc3.weight"});
+  CHECK(dp.bucket_names(1) == std::vector<std::string>{"fc2.bias", "fc2.weight", "fc1.bias", "fc1.weight"});
+  o.first_bucket_bytes = 0;  // 0: like every other bucket
+  dist::DataParallel one(net, o);
+  CHECK(one.num_buckets() == 1);
+}
+
+TEST_CASE("... with a first bucket of one gradient (reduced in place) and a 25 MB bucket (copied)") {
+  train_equivalence(size_t{25} << 20, 16);  // fc3.bias alone, then everything else
 }
 
 TEST_CASE("the engine reports every gradient ready and synchronize() returns consistent overlap statistics") {

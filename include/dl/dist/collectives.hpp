@@ -9,14 +9,18 @@
 //
 // Algorithms (p ranks = N nodes x L local ranks, n elements):
 //   flat          MPI_Allreduce on the world.
-//   hierarchical  node-local reduce-scatter (rank r of the node owns chunk r, n/L elements, the first
-//                 n % L chunks one more) -> allreduce of each chunk among the N peers with the same
-//                 local rank -> node-local allgather. Inter-node traffic per rank: ~2 n/L elements.
+//   hierarchical  node-local ring reduce-scatter (rank r of the node owns chunk r, n/L elements, the
+//                 first n % L chunks one more) -> allreduce of each chunk among the N peers with the
+//                 same local rank -> node-local ring allgather (both rings: MPI_Sendrecv, in
+//                 place). Inter-node traffic per rank: ~2 n/L elements.
 //                 Needs every node to have L ranks; on uneven nodes it runs the leader algorithm.
 //   leader        reduce to local rank 0 -> allreduce among the N leaders -> broadcast in the node.
 //                 Fewest messages: best for small messages.
-//   automatic     one node (or one rank per node): flat; else leader up to small_message_bytes()
-//                 (64 KiB, DL_DIST_SMALL_BYTES), hierarchical above.
+//   automatic     all ranks on one machine (simulated nodes included), one node, or one rank per
+//                 node: flat (on one machine MPI's shared-memory allreduce is never slower than the
+//                 two-level algorithms in bench/allreduce, and they cannot gain there: same bytes,
+//                 more steps); else leader up to small_message_bytes() (64 KiB,
+//                 DL_DIST_SMALL_BYTES), hierarchical above.
 // Before each collective the ranks compare their arguments (length, op, algorithm, root) with one
 // 2-element-per-field MPI_MAX allreduce, so a mismatch throws DistributedError on every rank
 // instead of hanging or corrupting data (Group::set_check_arguments(false) skips it).
@@ -134,11 +138,26 @@ void leader_allreduce(T* x, int n, Op op, const Group& g) {
     check_mpi(MPI_Bcast(x, n, t, 0, local.get()), "MPI_Bcast (node-local)", "allreduce[leader]");
 }
 
+// This thread's scratch buffer of at least n elements (grows, never shrinks): a collective per
+// gradient bucket must not allocate each time.
+template <class T>
+T* scratch(int64_t n) {
+  thread_local std::vector<T> buf;
+  if (static_cast<int64_t>(buf.size()) < n) buf.resize(static_cast<size_t>(n));
+  return buf.data();
+}
+
 template <class T>
 void hierarchical_allreduce(T* x, int n, Op op, const Group& g) {
   const Communicator& local = g.local();
   MPI_Datatype t = mpi_type<T>();
   const int L = local.size(), r = local.rank();
+  if (L == 1) {  // one rank per node: the peers are the whole world
+    check_mpi(MPI_Allreduce(MPI_IN_PLACE, x, n, t, MPI_SUM, g.peers().get()), "MPI_Allreduce (peers)",
+              "allreduce[hierarchical]");
+    if (op == Op::average) divide(x, n, g.size());
+    return;
+  }
   std::vector<int> counts(L), displs(L);
   for (int c = 0; c < L; ++c) {
     auto [d, k] = chunk_of(n, L, c);
@@ -146,19 +165,35 @@ void hierarchical_allreduce(T* x, int n, Op op, const Group& g) {
     counts[c] = static_cast<int>(k);
   }
   const int mine = counts[r];
-  // In place: the reduced chunk lands at x[0, mine) (MPI_IN_PLACE semantics of reduce_scatter).
-  if (L > 1)
-    check_mpi(MPI_Reduce_scatter(MPI_IN_PLACE, x, counts.data(), t, MPI_SUM, local.get()),
-              "MPI_Reduce_scatter (node-local)", "allreduce[hierarchical]");
+  // Node-local ring reduce-scatter and allgather with MPI_Sendrecv, in place in x (only a chunk-sized
+  // receive buffer): L - 1 steps each, every step moving one chunk per rank, which is the minimum
+  // (2 (L-1)/L n elements per rank in all). Open MPI 4.1's MPI_Reduce_scatter/_block and
+  // MPI_Allgather[v] pick worse algorithms on shared memory (with 2 ranks, 16 MB: 10x MPI_Allreduce;
+  // bench/allreduce, 2026-11-27), and MPI_IN_PLACE reduce-scatter copies all n elements first.
+  const int next = (r + 1) % L, prev = (r + L - 1) % L;
+  auto chunk = [&](int c) { return ((c % L) + L) % L; };
+  T* incoming = scratch<T>(std::max(counts[0], 1));  // chunk 0 is the largest
+  // Reduce-scatter: at step s send chunk r-s-1, receive chunk r-s-2 and add it; after L-1 steps
+  // chunk r holds the node's sum.
+  for (int s = 0; s < L - 1; ++s) {
+    int out = chunk(r - s - 1), in = chunk(r - s - 2);
+    check_mpi(MPI_Sendrecv(x + displs[out], counts[out], t, next, 0, incoming, counts[in], t, prev, 0, local.get(),
+                           MPI_STATUS_IGNORE),
+              "MPI_Sendrecv (node-local reduce-scatter)", "allreduce[hierarchical]");
+    T* dst = x + displs[in];
+    for (int i = 0; i < counts[in]; ++i) dst[i] += incoming[i];
+  }
+  T* part = x + displs[r];
   if (g.peers().size() > 1 && mine > 0)
-    check_mpi(MPI_Allreduce(MPI_IN_PLACE, x, mine, t, MPI_SUM, g.peers().get()), "MPI_Allreduce (peers)",
+    check_mpi(MPI_Allreduce(MPI_IN_PLACE, part, mine, t, MPI_SUM, g.peers().get()), "MPI_Allreduce (peers)",
               "allreduce[hierarchical]");
-  if (op == Op::average) divide(x, mine, g.size());  // n/L divisions here instead of n after the gather
-  if (L > 1) {
-    // Allgatherv in place expects this rank's chunk at its displacement.
-    if (displs[r] != 0 && mine > 0) std::memmove(x + displs[r], x, static_cast<size_t>(mine) * sizeof(T));
-    check_mpi(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x, counts.data(), displs.data(), t, local.get()),
-              "MPI_Allgatherv (node-local)", "allreduce[hierarchical]");
+  if (op == Op::average) divide(part, mine, g.size());  // n/L divisions here instead of n after the gather
+  // Allgather: at step s send chunk r-s, receive chunk r-s-1 straight into place.
+  for (int s = 0; s < L - 1; ++s) {
+    int out = chunk(r - s), in = chunk(r - s - 1);
+    check_mpi(MPI_Sendrecv(x + displs[out], counts[out], t, next, 1, x + displs[in], counts[in], t, prev, 1,
+                           local.get(), MPI_STATUS_IGNORE),
+              "MPI_Sendrecv (node-local allgather)", "allreduce[hierarchical]");
   }
 }
 
@@ -167,7 +202,7 @@ void hierarchical_allreduce(T* x, int n, Op op, const Group& g) {
 inline Algorithm resolve(Algorithm requested, size_t bytes, const Group& g) {
   Algorithm a = requested;
   if (a == Algorithm::automatic) {
-    if (g.num_nodes() == 1 || g.max_local_size() == 1) a = Algorithm::flat;
+    if (g.num_nodes() == 1 || g.max_local_size() == 1 || g.num_machines() == 1) a = Algorithm::flat;
     else a = bytes <= g.small_message_bytes() ? Algorithm::leader : Algorithm::hierarchical;
   }
   if (a == Algorithm::hierarchical && !g.uniform_nodes()) a = Algorithm::leader;  // chunks need equal L
@@ -175,6 +210,11 @@ inline Algorithm resolve(Algorithm requested, size_t bytes, const Group& g) {
 }
 
 }  // namespace detail
+
+// The algorithm allreduce_buffer() runs for `requested` on n bytes over g (the same on every rank).
+inline Algorithm choose_algorithm(Algorithm requested, size_t bytes, const Group& g = world()) {
+  return detail::resolve(requested, bytes, g);
+}
 
 // Allreduce of n contiguous elements in place. Every rank must call it with the same n, op and
 // algorithm (checked unless the group's check_arguments is off).

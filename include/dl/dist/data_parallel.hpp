@@ -1,7 +1,8 @@
 // dist::DataParallel: synchronous data-parallel training of an nn::Module over MPI. At construction
 // it checks that every rank has the same parameter names, shapes and dtypes (first difference named
 // on every rank) and broadcasts rank 0's values. Gradients are packed into buckets (25 MB by
-// default, in reverse registration order = roughly the order backward produces them); a bucket's
+// default and 1 MB for the first, in reverse registration order = roughly the order backward
+// produces them; a bucket of one gradient is reduced in place, without copies); a bucket's
 // average-allreduce runs on a communication thread as soon as all its gradients are ready, so it
 // can overlap the rest of backward (on_ready, below). synchronize() waits for every bucket
 // before the optimizer step.
@@ -46,6 +47,9 @@ namespace dl::dist {
 
 struct DataParallelOptions {
   size_t bucket_bytes = size_t{25} << 20;   // gradient bytes per allreduce (a larger tensor gets its own)
+  // The first bucket (the last layers, whose gradients backward produces first) holds at most this
+  // many bytes (capped by bucket_bytes; 0: bucket_bytes), so communication starts early in backward.
+  size_t first_bucket_bytes = size_t{1} << 20;
   bool broadcast_parameters = true;         // start every rank from root's values
   int root = 0;
   Algorithm algorithm = Algorithm::automatic;
@@ -247,7 +251,9 @@ class DataParallel {
                         "DataParallel: gradient buffer of '", params_[i].first, "' must be contiguous with shape ",
                         p.shape());
       size_t b = static_cast<size_t>(p.numel()) * sizeof(float);
-      if (buckets_.empty() || (bytes > 0 && bytes + b > options_.bucket_bytes)) {
+      size_t cap = options_.bucket_bytes;
+      if (buckets_.size() == 1 && options_.first_bucket_bytes > 0) cap = std::min(cap, options_.first_bucket_bytes);
+      if (buckets_.empty() || (bytes > 0 && bytes + b > cap)) {
         buckets_.emplace_back();
         bytes = 0;
       }
@@ -258,7 +264,7 @@ class DataParallel {
     for (auto& bk : buckets_) {
       size_t n = 0;
       for (size_t i : bk.params) n += static_cast<size_t>(params_[i].second.numel());
-      bk.buffer.resize(n);
+      if (bk.params.size() > 1) bk.buffer.resize(n);  // one gradient: reduced in place
       pending_.push_back(static_cast<int>(bk.params.size()));
     }
     ready_.assign(params_.size(), false);
@@ -301,8 +307,14 @@ class DataParallel {
     }
   }
 
-  // Copy the bucket's gradients into one buffer, average over ranks, copy back.
+  // Copy the bucket's gradients into one buffer, average over ranks, copy back. A bucket of one
+  // gradient (a large weight) is averaged in place: two copies of it saved.
   void run_bucket(Bucket& bk) {
+    if (bk.params.size() == 1) {
+      const NDArray<float>& g = params_[bk.params[0]].second.grad_meta()->grad;
+      allreduce_buffer(g.data(), g.numel(), Op::average, options_.algorithm, group_);
+      return;
+    }
     size_t off = 0;
     for (size_t i : bk.params) {
       const NDArray<float>& g = params_[i].second.grad_meta()->grad;

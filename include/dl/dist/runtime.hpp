@@ -297,6 +297,19 @@ class Group {
     uniform_ = info[0] == -info[1];
     max_local_size_ = info[0];
     num_nodes_ = peers_rank0_count();
+    // Physical machines (shared-memory domains), which simulated nodes do not change: on one machine
+    // Algorithm::automatic runs MPI's own allreduce (collectives.hpp says why).
+    if (simulated_) {
+      MPI_Comm c;
+      detail::check_mpi(MPI_Comm_split_type(world_.get(), MPI_COMM_TYPE_SHARED, world_.rank(), MPI_INFO_NULL, &c),
+                        "MPI_Comm_split_type", "dist::Group");
+      Communicator shared = Communicator::own(c);
+      int first = shared.rank() == 0 ? 1 : 0;
+      detail::check_mpi(MPI_Allreduce(&first, &num_machines_, 1, MPI_INT, MPI_SUM, world_.get()), "MPI_Allreduce",
+                        "dist::Group");
+    } else {
+      num_machines_ = num_nodes_;
+    }
     if (auto b = detail::env_number("DL_DIST_SMALL_BYTES", 0)) small_message_bytes_ = static_cast<size_t>(*b);
   }
 
@@ -310,6 +323,8 @@ class Group {
   int local_size() const { return local_.size(); }
   int node_index() const { return node_index_; }
   int num_nodes() const { return num_nodes_; }
+  // Physical shared-memory machines; equals num_nodes() unless nodes are simulated.
+  int num_machines() const { return num_machines_; }
   bool simulated_nodes() const { return simulated_; }
   // Every node has the same number of ranks (the hierarchical allreduce needs it; see collectives).
   bool uniform_nodes() const { return uniform_; }
@@ -338,7 +353,7 @@ class Group {
   }
 
   Communicator world_, local_, peers_, leaders_;
-  int node_index_ = 0, num_nodes_ = 1, max_local_size_ = 1;
+  int node_index_ = 0, num_nodes_ = 1, num_machines_ = 1, max_local_size_ = 1;
   bool simulated_ = false, uniform_ = true, check_arguments_ = true;
   size_t small_message_bytes_ = 64 * 1024;
 };
