@@ -8,7 +8,7 @@ using namespace dl;
 struct Net : nn::Module {
   nn::Dense fc1{784, 256}, fc2{256, 10};
   Net() { register_module("fc1", &Net::fc1); register_module("fc2", &Net::fc2); }
-  template <class X> auto forward(const X& x) { return fc2(relu(fc1(x.reshape({x.shape(0), -1})))); }
+  template <class X> auto forward(const X& x) { return fc2(relu(fc1(flatten(x)))); }
   template <class X> auto operator()(const X& x) { return forward(x); }
 };
 

@@ -9,6 +9,7 @@
 //
 //   build-release/examples/train_lenet                          # the defaults: >= 91% in 10 epochs
 //   build-release/examples/train_lenet --channels 6,16 --no-batch-norm --log run.csv --plot run.png
+//   build-release/examples/train_lenet --compiled              # the same model as a compiled static graph
 #include <optional>
 #include <sstream>
 #include <vector>
@@ -17,6 +18,7 @@
 #include "dl/nn/batch_norm.hpp"
 #include "dl/nn/conv.hpp"
 #include "dl/nn/dense.hpp"
+#include "dl/nn/flatten.hpp"
 #include "dl/nn/init.hpp"
 #include "dl/nn/pool.hpp"
 
@@ -51,21 +53,37 @@ class LeNet : public dl::nn::Module {
     register_module("fc3", &LeNet::fc3);
   }
 
-  // x: (batch, 1, 28, 28) images in [0, 1] -> (batch, 10) logits.
-  template <class X>
-  auto forward(const X& x) {
-    dl::NDArray<float> h = conv1((x - kMean) / kStd);
-    if (bn1) h = (*bn1)(h);
-    h = pool(dl::relu(h));  // relu is fused into the pooling's input pass
-    h = conv2(h);
-    if (bn2) h = (*bn2)(h);
-    h = pool(dl::relu(h));
-    h = dl::relu(fc1(h.reshape({h.shape(0), -1})));
-    h = dl::relu(fc2(h));
-    return fc3(h);
+  // x: (batch, 1, 28, 28) images in [0, 1] -> (batch, 10) logits. One definition for arrays and
+  // symbols (--compiled); with or without batch norm is a compile-time choice on symbols, because
+  // it changes the graph's type.
+  template <bool BatchNorm, class X>
+  auto forward_as(const X& x) {
+    using dl::operator-, dl::operator/;  // symbols live in dl::graph: ADL alone does not find dl's operators
+    auto h1 = pool(dl::relu(normalize<BatchNorm>(bn1, conv1((x - kMean) / kStd))));  // relu fused into the pooling's input pass
+    auto h2 = pool(dl::relu(normalize<BatchNorm>(bn2, conv2(h1))));
+    auto h3 = dl::relu(fc1(flatten(h2)));
+    return fc3(dl::relu(fc2(h3)));
   }
   template <class X>
+  auto forward(const X& x) { return bn1 ? forward_as<true>(x) : forward_as<false>(x); }
+  template <class X>
   auto operator()(const X& x) { return forward(x); }
+
+  // --compiled: the forward of this configuration as a callable of fixed structure.
+  template <class F>
+  void with_static_forward(F&& f) {
+    if (bn1) f([this](const auto& x) { return forward_as<true>(x); });
+    else f([this](const auto& x) { return forward_as<false>(x); });
+  }
+
+ private:
+  dl::nn::Flatten flatten;  // (N, 32, 5, 5) -> (N, 800): a view
+
+  template <bool BatchNorm, class H>
+  static auto normalize(std::optional<dl::nn::BatchNorm2d>& bn, const H& h) {
+    if constexpr (BatchNorm) return (*bn)(h);
+    else return h;
+  }
 };
 
 int main(int argc, char** argv) {

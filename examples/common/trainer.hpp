@@ -5,15 +5,18 @@
 #include <CLI/CLI.hpp>
 #include <Eigen/Core>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <cstdio>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <optional>
 #include <string>
 
 #include "dl/dl.hpp"
+#include "dl/graph/compile.hpp"
 #include "dl/io/checkpoint.hpp"
 #include "dl/nn/module.hpp"
 #include "dl/ops/loss.hpp"
@@ -21,6 +24,13 @@
 #include "dl/optim/rmsprop.hpp"
 #include "dl/optim/schedule.hpp"
 #include "dl/optim/sgd.hpp"
+#if defined(DL_EXAMPLES_HAVE_MPI)
+#include <thread>
+
+#include "dl/dist/collectives.hpp"
+#include "dl/dist/data_parallel.hpp"
+#include "dl/dist/runtime.hpp"
+#endif
 
 namespace examples {
 
@@ -45,10 +55,13 @@ struct TrainConfig {
   // dl/data/transforms.hpp); it runs in the DataLoader's prefetch thread. Null: none.
   std::shared_ptr<const dl::data::Transform> train_transform;
   std::string checkpoint_path;   // save a training checkpoint here (each epoch, and every N steps)
+  std::string checkpoint_flag = "--checkpoint";  // the flag that sets checkpoint_path (for messages)
   int64_t checkpoint_every = 0;  // steps between checkpoints (0: at the end of each epoch only)
   bool resume = false;           // continue from checkpoint_path when it exists
   int64_t stop_after_steps = 0;  // stop abruptly after this many steps, no save (tests resume)
   std::string step_log_path;     // append "step loss" per step (exact decimal) here
+  bool dist = false;             // data-parallel over MPI ranks (run under mpirun); see DistRun
+  bool compiled = false;         // train and evaluate through dl::graph::compile; see make_steps
 };
 
 // Flag validators with short messages ("must be positive, got 0").
@@ -92,7 +105,170 @@ inline void add_common_flags(CLI::App& app, TrainConfig& c) {
   app.add_option("--stop-after-steps", c.stop_after_steps, "stop abruptly after N steps without saving (to test --resume)")
       ->check(kNonNegative);
   app.add_option("--step-log", c.step_log_path, "append one line 'step loss' per training step to this file");
+  app.add_flag("--dist", c.dist, "data-parallel training over MPI ranks (mpirun -np N ...): --batch-size per rank");
+  app.add_flag("--compiled", c.compiled, "train and evaluate the model as a compiled static graph (dl::graph::compile)");
 }
+
+// One training step and the evaluation forward pass, eager or compiled (--compiled). Held as
+// std::function so that the training loop is compiled once, whatever the mode.
+struct Steps {
+  // Forward and backward of the loss on one batch (gradients into the parameters' .grad());
+  // returns the loss and sets `logits`, both valid until the next call.
+  std::function<dl::NDArray<float>(const dl::NDArray<float>& x, const dl::NDArray<int64_t>& y, dl::NDArray<float>& logits)>
+      train;
+  // Logits of a batch; called in eval mode without recording. Valid until the next call.
+  std::function<dl::NDArray<float>(const dl::NDArray<float>& x)> predict;
+};
+
+// --compiled: `forward` is a generic callable (arrays or symbols in) whose structure is fixed at
+// compile time. Two graphs, because a graph's train/eval mode is read when it is traced: the
+// training step (forward + backward of the loss) and the evaluation forward pass.
+template <class Forward>
+Steps compiled_steps(Forward forward, double label_smoothing) {
+  auto loss = [forward, label_smoothing](auto x, auto y) { return dl::cross_entropy(forward(x), y, label_smoothing); };
+  auto logits = [forward](auto x) { return forward(x); };
+  auto step = std::make_shared<decltype(dl::graph::compile(loss))>(dl::graph::compile(loss));
+  auto predict = std::make_shared<decltype(dl::graph::compile(logits))>(dl::graph::compile(logits));
+  Steps s;
+  s.train = [step](const dl::NDArray<float>& x, const dl::NDArray<int64_t>& y, dl::NDArray<float>& logits) {
+    dl::NDArray<float> loss = step->forward_backward(x, y);
+    logits = step->logits();
+    return loss;
+  };
+  s.predict = [predict](const dl::NDArray<float>& x) { return predict->forward(x); };
+  return s;
+}
+
+// A model opts in to --compiled with `template <class F> void with_static_forward(F&& f)`, which
+// calls f once with its forward as a generic callable of fixed structure (a model whose depth is a
+// run-time flag picks the matching compile-time variant there, or says which depths it supports).
+// A model too deep for one graph type compiles parts of itself in `compile_blocks()` instead
+// (train_resnet: one graph per residual block) and keeps the eager step.
+template <class Model>
+Steps make_steps(Model& net, const TrainConfig& c, const char* name) {
+  if (c.compiled) {
+    if constexpr (requires { net.with_static_forward([](auto) {}); }) {
+      Steps s;
+      net.with_static_forward([&](auto forward) { s = compiled_steps(forward, c.label_smoothing); });
+      return s;
+    } else if constexpr (requires { net.compile_blocks(); }) {
+      net.compile_blocks();  // compiled subgraphs inside the model, one tape node each: the steps stay eager
+    } else {
+      dl::fail<dl::ValueError>("--compiled: ", name, " does not support it (its model has neither with_static_forward ",
+                               "nor compile_blocks)");
+    }
+  }
+  Steps s;
+  const double smoothing = c.label_smoothing;
+  s.train = [&net, smoothing](const dl::NDArray<float>& x, const dl::NDArray<int64_t>& y, dl::NDArray<float>& logits) {
+    dl::NDArray<float> loss;
+    {
+      dl::autograd::record rec;
+      logits = net(x);
+      loss = dl::cross_entropy(logits, y, smoothing);
+    }
+    loss.backward();  // grad_req write: each backward overwrites the gradients, no zero_grad needed
+    return loss;
+  };
+  s.predict = [&net](const dl::NDArray<float>& x) { return dl::NDArray<float>(net(x)); };
+  return s;
+}
+
+// --dist: data-parallel training, one process per rank under mpirun. Every rank trains on its own
+// shard of the training set (disjoint, the same shuffled epoch order, the same number of batches)
+// with --batch-size samples per step, and DataParallel averages the gradients, so one step sees
+// ranks x batch-size samples. Rank 0 alone prints, writes the log, plot, step log and checkpoints
+// (atomically); each rank evaluates its slice of the test set and the counts are summed. --resume
+// reads the checkpoint on every rank (a path all ranks can read). Without --dist every member is a
+// no-op for one rank.
+//
+//   mpirun -np 4 build-release/examples/train_mlp --dist
+class DistRun {
+ public:
+  explicit DistRun(bool on) {
+    if (!on) return;
+#if defined(DL_EXAMPLES_HAVE_MPI)
+    env().emplace();  // MPI_Init_thread; finalized by main_guard (or the job aborted on an error)
+    rank_ = dl::dist::world().rank();
+    size_ = dl::dist::world().size();
+    // Ranks on one machine share its cores: without --threads or DL_NUM_THREADS each takes its part.
+    if (!std::getenv("DL_NUM_THREADS"))
+      threads_ = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / dl::dist::world().local_size());
+#else
+    dl::fail<dl::ValueError>("--dist: this program was built without MPI (install libopenmpi-dev, reconfigure with -Dmpi=enabled)");
+#endif
+  }
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  bool root() const { return rank_ == 0; }
+  int default_threads() const { return threads_; }  // 0: leave dl's default
+
+  // Checks that every rank has the same model and starts every rank from rank 0's parameters.
+  void attach(dl::nn::Module& net) {
+#if defined(DL_EXAMPLES_HAVE_MPI)
+    if (size_ > 1) dp_ = std::make_unique<dl::dist::DataParallel>(net);
+#endif
+    (void)net;
+  }
+  // After backward: every gradient becomes the average over ranks.
+  void synchronize() {
+#if defined(DL_EXAMPLES_HAVE_MPI)
+    if (dp_) dp_->synchronize();
+#endif
+  }
+  // Element-wise sum over ranks, in place.
+  void sum(std::vector<double>& v) {
+#if defined(DL_EXAMPLES_HAVE_MPI)
+    if (size_ > 1) dl::dist::allreduce_buffer(v.data(), static_cast<int64_t>(v.size()), dl::dist::Op::sum);
+#endif
+    (void)v;
+  }
+  // Throws on every rank when `value` differs between ranks (e.g. the resumed step).
+  void check_same(const char* what, int64_t value) {
+#if defined(DL_EXAMPLES_HAVE_MPI)
+    if (size_ > 1) dl::dist::detail::check_agreement(dl::dist::world().comm(), "--dist", {{what, value}});
+#endif
+    (void)what;
+    (void)value;
+  }
+  // Batch-norm running statistics are per rank (each sees its own shard): average them so that
+  // evaluation and checkpoints use the same model on every rank.
+  void average_buffers(dl::nn::Module& net) {
+#if defined(DL_EXAMPLES_HAVE_MPI)
+    if (size_ <= 1) return;
+    dl::autograd::pause no_tape;
+    for (auto& [name, b] : net.named_buffers()) {
+      dl::NDArray<float> v = b.detach();
+      dl::dist::allreduce(v, dl::dist::Op::average);
+    }
+#endif
+    (void)net;
+  }
+
+#if defined(DL_EXAMPLES_HAVE_MPI)
+  static std::optional<dl::dist::Environment>& env() {
+    static std::optional<dl::dist::Environment> e;
+    return e;
+  }
+#endif
+  // main_guard's two ways out: finalize after success, abort every rank after an error.
+  static void finish() {
+#if defined(DL_EXAMPLES_HAVE_MPI)
+    env().reset();
+#endif
+  }
+  static void abort_if_running() {
+#if defined(DL_EXAMPLES_HAVE_MPI)
+    if (env()) dl::dist::Environment::abort(1);
+#endif
+  }
+
+ private:
+  int rank_ = 0, size_ = 1, threads_ = 0;
+#if defined(DL_EXAMPLES_HAVE_MPI)
+  std::unique_ptr<dl::dist::DataParallel> dp_;
+#endif
+};
 
 inline std::unique_ptr<dl::optim::Optimizer> make_optimizer(const TrainConfig& c, const dl::optim::NamedParameters& params) {
   using namespace dl::optim;
@@ -111,14 +287,33 @@ inline std::unique_ptr<dl::optim::LrSchedule> make_schedule(const TrainConfig& c
 
 // Accuracy of `net` on a dataset, in eval mode, without recording.
 template <class Model>
-double evaluate(Model& net, const dl::data::TensorDataset& set) {
+dl::util::Accuracy evaluate_counts(Model& net, const Steps& steps, const dl::data::TensorDataset& set) {
   dl::autograd::pause no_tape;
+  dl::util::Accuracy acc;
+  if (set.size() == 0) return acc;
   net.eval();
   dl::data::DataLoader loader(set, {.batch_size = 1000, .shuffle = false, .prefetch = 1});
-  dl::util::Accuracy acc;
-  for (const auto& batch : loader) acc.update(net(batch.x), batch.y);
+  for (const auto& batch : loader) acc.update(steps.predict(batch.x), batch.y);
   net.train();
-  return acc.value();
+  return acc;
+}
+template <class Model>
+double evaluate(Model& net, const Steps& steps, const dl::data::TensorDataset& set) {
+  return evaluate_counts(net, steps, set).value();
+}
+// --dist: each rank evaluates a contiguous slice of the (first `limit`) test samples; the correct
+// and total counts are summed over ranks, so every sample counts exactly once.
+template <class Model>
+double evaluate(Model& net, const Steps& steps, const dl::data::MnistData& d, int64_t limit, DistRun& dist) {
+  int64_t n = limit > 0 ? std::min<int64_t>(limit, d.images.shape(0)) : d.images.shape(0);
+  int64_t lo = n * dist.rank() / dist.size(), hi = n * (dist.rank() + 1) / dist.size();
+  dl::data::TensorDataset part(d.images.slice(0, lo, hi), d.labels.slice(0, lo, hi));
+  dl::util::Accuracy acc = evaluate_counts(net, steps, part);
+  std::vector<double> counts{static_cast<double>(acc.correct()), static_cast<double>(acc.total())};
+  dist.sum(counts);
+  dl::check<dl::DistributedError>(counts[1] == static_cast<double>(n), "evaluate: ranks counted ", counts[1],
+                                  " test samples, expected ", n);
+  return counts[0] / counts[1];
 }
 
 inline dl::data::TensorDataset first_n(const dl::data::MnistData& d, int64_t n) {
@@ -130,31 +325,44 @@ inline dl::data::TensorDataset first_n(const dl::data::MnistData& d, int64_t n) 
 template <class Model>
 int run_training(const char* name, Model& net, const TrainConfig& c) {
   using Clock = std::chrono::steady_clock;
+  DistRun dist(c.dist);
   if (c.threads > 0) dl::set_num_threads(c.threads);
-  std::printf("%s: backend cpu (Eigen %d.%d.%d GEMM, dl thread pool), %d threads, seed %llu\n", name, EIGEN_WORLD_VERSION,
-              EIGEN_MAJOR_VERSION, EIGEN_MINOR_VERSION, dl::num_threads(), static_cast<unsigned long long>(c.seed));
+  else if (dist.default_threads() > 0) dl::set_num_threads(dist.default_threads());
+  // Rank 0 alone prints (progress too: std::cout goes through stdout); errors still reach stderr.
+  if (!dist.root()) dl::check<dl::IoError>(std::freopen("/dev/null", "w", stdout) != nullptr, "--dist: cannot silence stdout");
+  if (c.dist)
+    std::printf("%s: data-parallel over %d ranks (MPI), %lld samples per rank per step\n", name, dist.size(),
+                static_cast<long long>(c.batch_size));
+  std::printf("%s: backend cpu (Eigen %d.%d.%d GEMM, dl thread pool), %d threads, seed %llu%s\n", name, EIGEN_WORLD_VERSION,
+              EIGEN_MAJOR_VERSION, EIGEN_MINOR_VERSION, dl::num_threads(), static_cast<unsigned long long>(c.seed),
+              c.compiled ? ", compiled static graph" : "");
   auto train = dl::data::load_mnist(c.data_dir, dl::data::Split::train);
   auto test = dl::data::load_mnist(c.data_dir, dl::data::Split::test);
   dl::data::TensorDataset train_set = first_n(train, c.limit_train), test_set = first_n(test, c.limit_test);
   std::printf("%s: %lld training and %lld test images from %s\n", name, static_cast<long long>(train_set.size()),
               static_cast<long long>(test_set.size()), c.data_dir.c_str());
 
-  dl::data::DataLoader loader(train_set,
-                              {.batch_size = c.batch_size, .shuffle = true, .seed = c.seed, .transform = c.train_transform});
+  dl::data::DataLoader loader(train_set, {.batch_size = c.batch_size, .shuffle = true, .seed = c.seed,
+                                          .num_shards = dist.size(), .shard_index = dist.rank(),
+                                          .transform = c.train_transform});
+  dist.attach(net);  // --dist: same model on every rank? then rank 0's parameters everywhere
   auto opt = make_optimizer(c, net.named_parameters());
-  const int64_t steps_per_epoch = (train_set.size() + c.batch_size - 1) / c.batch_size;
+  const int64_t steps_per_epoch = loader.batches_per_epoch();
   auto schedule = make_schedule(c, steps_per_epoch * c.epochs);
   std::optional<dl::util::MetricsLog> log;
-  if (!c.log_path.empty()) log.emplace(c.log_path);
+  if (!c.log_path.empty() && dist.root()) log.emplace(c.log_path);
 
   int64_t step = 0;
   double test_acc = 0;
-  dl::check<dl::ValueError>(!c.resume || !c.checkpoint_path.empty(), "--resume needs --checkpoint PATH");
-  if (c.resume && std::filesystem::exists(c.checkpoint_path)) {
+  dl::check<dl::ValueError>(!c.resume || !c.checkpoint_path.empty(), "--resume needs ", c.checkpoint_flag, " PATH");
+  const bool have_checkpoint = c.resume && std::filesystem::exists(c.checkpoint_path);
+  dist.check_same("whether the --resume checkpoint exists", have_checkpoint);
+  if (have_checkpoint) {
     auto ck = dl::io::load_checkpoint(c.checkpoint_path);
     dl::io::restore_checkpoint(ck, net, *opt);
     loader.load_state(ck.loader);
     step = ck.step;
+    dist.check_same("the resumed step", step);
     std::printf("%s: resumed from %s at step %lld (epoch %lld, batch %lld)\n", name, c.checkpoint_path.c_str(),
                 static_cast<long long>(step), static_cast<long long>(ck.loader.epoch + 1),
                 static_cast<long long>(ck.loader.next_batch));
@@ -163,10 +371,14 @@ int run_training(const char* name, Model& net, const TrainConfig& c) {
   }
   auto save = [&](int64_t epoch) {
     if (c.checkpoint_path.empty()) return;
+    dist.average_buffers(net);
+    if (!dist.root()) return;
     dl::io::save_checkpoint(c.checkpoint_path, dl::io::make_checkpoint(net, *opt, step, epoch, loader.state()));
   };
-  std::FILE* step_log = c.step_log_path.empty() ? nullptr : std::fopen(c.step_log_path.c_str(), "a");
-  dl::check<dl::IoError>(c.step_log_path.empty() || step_log, "--step-log: cannot open '", c.step_log_path, "'");
+  // After the resume: a compiled graph binds the parameters it finds at its first call.
+  Steps steps = make_steps(net, c, name);
+  std::FILE* step_log = c.step_log_path.empty() || !dist.root() ? nullptr : std::fopen(c.step_log_path.c_str(), "a");
+  dl::check<dl::IoError>(c.step_log_path.empty() || !dist.root() || step_log, "--step-log: cannot open '", c.step_log_path, "'");
   auto start = Clock::now();
   net.train();
   for (int epoch = static_cast<int>(loader.state().epoch) + 1; epoch <= c.epochs; ++epoch) {
@@ -177,13 +389,9 @@ int run_training(const char* name, Model& net, const TrainConfig& c) {
     int64_t i = loader.state().next_batch;
     for (const auto& batch : loader) {
       if (schedule) schedule->apply(*opt, step);
-      dl::NDArray<float> logits, loss;
-      {
-        dl::autograd::record rec;
-        logits = net(batch.x);
-        loss = dl::cross_entropy(logits, batch.y, c.label_smoothing);
-      }
-      loss.backward();  // grad_req write: each backward overwrites the gradients, no zero_grad needed
+      dl::NDArray<float> logits;
+      dl::NDArray<float> loss = steps.train(batch.x, batch.y, logits);
+      dist.synchronize();  // --dist: average the gradients over ranks
       opt->step();
       ++step;
       if (step_log) std::fprintf(step_log, "%lld %.9g\n", static_cast<long long>(step), static_cast<double>(loss.item()));
@@ -201,19 +409,31 @@ int run_training(const char* name, Model& net, const TrainConfig& c) {
     bar.finish();
     save(epoch);
     double seconds = speed.elapsed_seconds(), throughput = speed.samples_per_second();
-    test_acc = evaluate(net, test_set);
-    std::printf("%s\n", dl::util::epoch_summary(epoch, c.epochs, {{"loss", loss_mean.value()}, {"train_acc", train_acc.value()},
+    double epoch_loss = loss_mean.value(), epoch_acc = train_acc.value();
+    if (c.dist) {  // every rank's samples count: sum losses, counts and throughputs over ranks
+      std::vector<double> t{epoch_loss * loss_mean.weight(), loss_mean.weight(), static_cast<double>(train_acc.correct()),
+                            static_cast<double>(train_acc.total()), throughput};
+      dist.sum(t);
+      epoch_loss = t[1] > 0 ? t[0] / t[1] : 0.0;
+      epoch_acc = t[3] > 0 ? t[2] / t[3] : 0.0;
+      throughput = t[4];
+      dist.average_buffers(net);
+      test_acc = evaluate(net, steps, test, c.limit_test, dist);
+    } else {
+      test_acc = evaluate(net, steps, test_set);
+    }
+    std::printf("%s\n", dl::util::epoch_summary(epoch, c.epochs, {{"loss", epoch_loss}, {"train_acc", epoch_acc},
                                                                   {"test_acc", test_acc}}, seconds, throughput).c_str());
     std::fflush(stdout);
     if (log) {
-      log->write({{"epoch", epoch}, {"loss", loss_mean.value()}, {"train_acc", train_acc.value()}, {"test_acc", test_acc},
+      log->write({{"epoch", epoch}, {"loss", epoch_loss}, {"train_acc", epoch_acc}, {"test_acc", test_acc},
                   {"lr", opt->lr()}, {"seconds", seconds}, {"samples_per_s", throughput}});
     }
   }
   if (step_log) std::fclose(step_log);
   double total = std::chrono::duration<double>(Clock::now() - start).count();
   std::printf("%s: test accuracy %.4f after %d epochs (%.1f s)\n", name, test_acc, c.epochs, total);
-  if (!c.plot_path.empty()) {
+  if (!c.plot_path.empty() && dist.root()) {
     if (c.log_path.empty()) std::fprintf(stderr, "%s: --plot needs --log; no plot written\n", name);
     else if (dl::util::plot_curves(c.log_path, c.plot_path)) std::printf("%s: training curves in %s\n", name, c.plot_path.c_str());
   }
@@ -229,12 +449,18 @@ int main_guard(CLI::App& app, int argc, char** argv, Body body) {
     return app.exit(e);
   }
   try {
-    return body();
+    int rc = body();
+    DistRun::finish();  // --dist: MPI_Finalize
+    return rc;
   } catch (const dl::Error& e) {
     std::fprintf(stderr, "%s: error: %s\n", app.get_name().c_str(), e.what());
+    std::fflush(stderr);
+    DistRun::abort_if_running();  // --dist: the peers may be waiting in a collective; end the job
     return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: error: %s\n", app.get_name().c_str(), e.what());
+    std::fflush(stderr);
+    DistRun::abort_if_running();
     return 1;
   }
 }
