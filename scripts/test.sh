@@ -20,7 +20,7 @@ scripts/install-deps.sh --mpi || { echo "test.sh: installing dependencies failed
 if [ $sanitize -eq 1 ]; then
   builddir=${builddir:-build-sanitize}
   # MPI suites run in the release pass: Open MPI itself trips LeakSanitizer.
-  opts=(-Db_sanitize=address,undefined -Db_lundef=false --buildtype=plain -Doptimization=1 -Dexamples=disabled -Dbench=disabled -Dmpi=disabled)
+  opts=(-Db_sanitize=address,undefined -Db_lundef=false --buildtype=plain -Doptimization=0 -Dexamples=disabled -Dbench=disabled -Dmpi=disabled)
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 else
   builddir=${builddir:-build-test}

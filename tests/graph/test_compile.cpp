@@ -10,6 +10,12 @@
 #include "dl/dl.hpp"
 #include "dl/graph/compile.hpp"
 
+// Before `using namespace dl`: operators on a bare symbol must be found by argument-dependent lookup.
+static dl::NDArray<float> affine_outside_namespace_dl(const dl::NDArray<float>& x) {
+  auto f = dl::graph::compile([](auto s) { return (s - 1.0f) / 2.0f * s + (-s); });
+  return f.forward(x).clone();
+}
+
 using namespace dl;
 
 namespace {
@@ -420,4 +426,14 @@ TEST_CASE("compile: shape mismatches name the op and the shapes") {
                        AutogradError);
   // After errors the graph still works.
   CHECK(std::isfinite(step.forward_backward(random_input(Shape{8, 20}, 1), y).item()));
+}
+
+TEST_CASE("compile: operators on bare symbols outside namespace dl") {
+  auto x = rand<float>({3, 5});
+  auto y = affine_outside_namespace_dl(x);
+  REQUIRE(y.shape() == x.shape());
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    float v = x.data()[i];
+    CHECK(y.data()[i] == doctest::Approx((v - 1.0f) / 2.0f * v - v));
+  }
 }

@@ -308,4 +308,17 @@ auto cross_entropy(const A& logits, const graph::Input<Label, R, I>& labels, dou
                                                                                      reduction};
 }
 
+// Symbols live in dl::graph, where argument-dependent lookup looks for operators: bring dl's
+// elementwise operators in, so `x - 1.0f` on a bare symbol works in code outside namespace dl.
+namespace graph {
+using dl::operator+;
+using dl::operator-;
+using dl::operator*;
+using dl::operator/;
+using dl::operator<;
+using dl::operator<=;
+using dl::operator>;
+using dl::operator>=;
+}  // namespace graph
+
 }  // namespace dl
