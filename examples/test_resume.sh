@@ -16,9 +16,9 @@ fail=0
 "$exe" $common --step-log "$work/full.log" >"$work/full.out" 2>&1 || { echo "uninterrupted run failed"; cat "$work/full.out"; fail=1; }
 # Interrupted at step 27 (checkpoints every 10 steps: the last one is step 20), then resumed.
 "$exe" $common --checkpoint "$work/ck.safetensors" --checkpoint-every 10 --stop-after-steps 27 \
-  --step-log "$work/part1.log" >"$work/part1.out" 2>&1 || { echo "interrupted run failed"; cat "$work/part1.out"; fail=1; }
+  --log "$work/m.csv" --step-log "$work/part1.log" >"$work/part1.out" 2>&1 || { echo "interrupted run failed"; cat "$work/part1.out"; fail=1; }
 "$exe" $common --checkpoint "$work/ck.safetensors" --checkpoint-every 10 --resume \
-  --step-log "$work/part2.log" >"$work/part2.out" 2>&1 || { echo "resumed run failed"; cat "$work/part2.out"; fail=1; }
+  --log "$work/m.csv" --step-log "$work/part2.log" >"$work/part2.out" 2>&1 || { echo "resumed run failed"; cat "$work/part2.out"; fail=1; }
 grep -q "resumed from .* at step 20" "$work/part2.out" || { echo "the resumed run did not start at step 20"; cat "$work/part2.out"; fail=1; }
 head -20 "$work/part1.log" >"$work/joined.log"
 cat "$work/part2.log" >>"$work/joined.log"
@@ -27,6 +27,10 @@ if ! cmp -s "$work/full.log" "$work/joined.log"; then
   echo "resumed losses differ from the uninterrupted run:"
   diff "$work/full.log" "$work/joined.log" | head -10
   fail=1
+fi
+# The metrics log continues: epoch 1's row (written before the interruption) and epoch 2's.
+if [ "$(cut -d, -f1 "$work/m.csv" | tr '\n' ' ')" != "epoch 1 2 " ]; then
+  echo "the metrics log lost rows across the resume:"; cat "$work/m.csv"; fail=1
 fi
 if [ $fail -eq 0 ]; then
   echo "test_resume: 40 steps, interrupted at 27, resumed from the step-20 checkpoint: losses bit-identical"

@@ -350,7 +350,6 @@ int run_training(const char* name, Model& net, const TrainConfig& c) {
   const int64_t steps_per_epoch = loader.batches_per_epoch();
   auto schedule = make_schedule(c, steps_per_epoch * c.epochs);
   std::optional<dl::util::MetricsLog> log;
-  if (!c.log_path.empty() && dist.root()) log.emplace(c.log_path);
 
   int64_t step = 0;
   double test_acc = 0;
@@ -369,6 +368,8 @@ int run_training(const char* name, Model& net, const TrainConfig& c) {
   } else if (c.resume) {
     std::printf("%s: no checkpoint at %s yet; starting from scratch\n", name, c.checkpoint_path.c_str());
   }
+  // A resumed run continues its metrics log (the rows of the epochs before the checkpoint stay).
+  if (!c.log_path.empty() && dist.root()) log.emplace(c.log_path, /*append=*/have_checkpoint);
   auto save = [&](int64_t epoch) {
     if (c.checkpoint_path.empty()) return;
     dist.average_buffers(net);
