@@ -7,20 +7,12 @@
 #  3. ranks with different models (MPMD launch): non-zero exit naming the first difference.
 # Usage: train_dist.sh <train_mlp executable> [data dir]. Skips (passes, says so) without mpirun/data.
 set -u
-exe=$1
-data=${2:-/usr/share/datasets/fashion-mnist}
-if ! command -v mpirun >/dev/null 2>&1; then
-  echo "train_dist: SKIPPED: mpirun not found"; exit 0
-fi
-if [ ! -f "$data/train-images-idx3-ubyte.gz" ] && [ ! -f "$data/train-images-idx3-ubyte" ]; then
-  echo "train_dist: SKIPPED: no Fashion-MNIST in $data (apt-get install dataset-fashion-mnist)"; exit 0
-fi
+. "$(dirname "$0")/../../examples/test_lib.sh"
+test_name=train_dist
+command -v mpirun >/dev/null 2>&1 || example_test_skip "mpirun not found"
+example_test_setup train_dist "$@"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 DL_DIST_TIMEOUT=30
 mpi="timeout 60 mpirun --oversubscribe --mca btl_vader_single_copy_mechanism none -x DL_DIST_TIMEOUT -np 2"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-fail=0
-bad() { echo "train_dist: FAIL: $*"; fail=1; }
 
 # 1. One epoch.
 $mpi "$exe" --dist --data-dir "$data" --epochs 1 --limit-train 2048 --limit-test 500 --batch-size 64 --threads 1 \
@@ -60,6 +52,5 @@ grep -q "parameters differ across ranks: parameter #0" "$work/diff.out" || bad "
 
 if [ $fail -ne 0 ]; then
   for f in one full part1 part2 diff; do echo "--- $f.out"; tail -15 "$work/$f.out" 2>/dev/null; done
-  exit 1
 fi
-echo "train_dist: all passed (test accuracy $acc after 1 epoch on 2 ranks)"
+example_test_finish "all passed (test accuracy $acc after 1 epoch on 2 ranks)"
