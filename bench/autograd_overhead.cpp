@@ -11,7 +11,7 @@
 // and per recorded op: (forward recorded - forward) / ops = the cost of taping one op, and
 // step / ops. The libtorch comparison comes later (docs/benchmarks.md).
 //
-//   build-h4/bench/bench_autograd_overhead [--threads 2] [--repeats 9] [--json]
+//   build/bench/bench_autograd_overhead [--threads 2] [--repeats 9] [--json]
 #include <Eigen/Core>
 #include <unordered_set>
 

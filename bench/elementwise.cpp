@@ -17,7 +17,7 @@
 //   copy          the fastest of the three: the bandwidth limit every ratio is taken against
 // Bytes counted: inputs read + output written (16 B/element for the chain, 8 B for a copy).
 //
-//   build-h4/bench/bench_elementwise [--threads 2] [--repeats 10] [--json] [--quick] [--log2n 26]
+//   build/bench/bench_elementwise [--threads 2] [--repeats 10] [--json] [--quick] [--log2n 26]
 #include <omp.h>
 
 #include <Eigen/Core>

@@ -8,7 +8,7 @@
 // dl::matmul allocates its output each call (from dl's pool, as in training); the peers write
 // into a preallocated C.
 //
-//   build-h4/bench/bench_matmul [--threads 2] [--repeats 7] [--json] [--quick]
+//   build/bench/bench_matmul [--threads 2] [--repeats 7] [--json] [--quick]
 #include <Eigen/Core>
 #include <chrono>
 #include <thread>

@@ -4,7 +4,7 @@
 // communication (the compute floor), with one bucket (nothing can start before backward ends: the
 // no-overlap reference), and with DataParallel's default buckets. Target: hidden share >= 50%.
 //
-//   mpirun -np 2 --oversubscribe -x OMP_NUM_THREADS=1 build-h2/bench/bench_overlap [hidden] [depth] [batch] [steps]
+//   mpirun -np 2 --oversubscribe -x OMP_NUM_THREADS=1 build/bench/bench_overlap [hidden] [depth] [batch] [steps]
 //   (defaults 2048 4 64 20: 784 -> 2048 x 4 -> 10, 14.2 M parameters = 57 MB of gradients per step)
 #include <mpi.h>
 

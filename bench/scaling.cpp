@@ -4,7 +4,7 @@
 // t(1 rank) / t(p ranks) (1.0: p times the samples per second). The two phases alternate twice so
 // that drifting machine load hits both. Target: >= 90% for 2 ranks.
 //
-//   mpirun -np 2 --oversubscribe -x OMP_NUM_THREADS=1 build-h2/bench/bench_scaling [hidden] [depth] [batch] [steps]
+//   mpirun -np 2 --oversubscribe -x OMP_NUM_THREADS=1 build/bench/bench_scaling [hidden] [depth] [batch] [steps]
 //   (defaults 256 2 128 30: 784-256-256-10; bench/scaling.sh runs the configurations in docs/distributed.md)
 #include <mpi.h>
 

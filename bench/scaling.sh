@@ -3,10 +3,10 @@
 # (bench_overlap, 2 ranks), weak scaling 1 -> 2 ranks (bench_scaling, two model sizes), the
 # hierarchical allreduce table (bench_allreduce, 4 ranks = 2 simulated nodes, fastest repetition)
 # and the alpha-beta projection fitted to that table (scaling_model.py).
-# Usage: bench/scaling.sh [build dir, default build-h2]   (configure it with -Dmpi=enabled)
+# Usage: bench/scaling.sh [build dir, default build]   (configure it with -Dmpi=enabled)
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
-build=${1:-build-h2}
+build=${1:-build}
 cd "$root"
 ninja -C "$build" bench/bench_overlap bench/bench_scaling bench/bench_allreduce >/dev/null
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
