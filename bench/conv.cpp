@@ -1,4 +1,6 @@
-// conv2d (im2col + GEMM) against the GEMM it is built on, in one run.
+// conv2d against the GEMM of the same shape, in one run (the 3x3 layer runs on the direct
+// stride-1 kernel of backend/cpu/conv.hpp where the target has AVX-512, else on im2col + GEMM; the
+// 1x1 layer is a plain GEMM either way).
 //
 //   3x3 convolution, padding 1, 64 -> 64 channels, 32x32 images, batch 32, float32
 //   forward: 2 * N * O * C * 9 * H * W = 2.42 GFLOP; backward (input + weight): twice that.

@@ -119,7 +119,7 @@ peers_build_dl() {
     "$cxx" "${flags[@]}" -I "$peers_dl_include" "$peers_here/$name.cpp" -o "$peers_dl_bin" > "$peers_work/build-$name.log" 2>&1 ||
       { cat "$peers_work/build-$name.log" >&2; exit 1; }
   elif [ -x "$peers_dl_bin" ] &&
-       [ -z "$(find "$peers_root/include" "$peers_here/$name.cpp" "$peers_here/bench_util.hpp" -newer "$peers_dl_bin" -print -quit)" ]; then
+       [ -z "$(find "$peers_root/include" "$peers_root/examples/common" "$peers_here/$name.cpp" "$peers_here"/bench_*.hpp -newer "$peers_dl_bin" -print -quit)" ]; then
     peers_log "dl side up to date: $peers_dl_bin"
   else
     peers_log "building the dl side with $cxx ${flags[*]}"

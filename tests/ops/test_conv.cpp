@@ -1,5 +1,7 @@
 // conv2d: forward against a naive reference loop over a grid of configurations (and random ones),
-// gradients through the gradcheck op table, the pooled column buffer, and every error path.
+// gradients through the gradcheck op table and against a reference loop for each input-gradient
+// path of backend/cpu/conv.hpp, the direct stride-1 float kernel against the im2col path (in
+// double) for each shape class it takes, the pooled column buffer, and every error path.
 #include <cmath>
 #include <vector>
 
@@ -120,6 +122,214 @@ TEST_CASE("conv2d forward on random configurations") {
     ++tested;
   }
   CHECK(tested >= 20);
+}
+
+namespace {
+// Direct definition of the gradients for an output gradient gy: dx[n, c, ih, iw] and dw[o, c', ki, kj]
+// collect gy[n, o, i, j] * (w or x) over every (i, j, ki, kj) whose tap reads x[n, c, ih, iw].
+void reference_conv_grads(const std::vector<double>& x, const std::vector<double>& w, const std::vector<double>& gy,
+                          const cpu::Conv2dGeometry& g, std::vector<double>& dx, std::vector<double>& dw) {
+  const int64_t Cg = g.in_per_group(), Og = g.out_per_group();
+  dx.assign(static_cast<size_t>(g.batch * g.in_channels * g.in_h * g.in_w), 0.0);
+  dw.assign(static_cast<size_t>(g.out_channels * Cg * g.kernel_h * g.kernel_w), 0.0);
+  for (int64_t n = 0; n < g.batch; ++n)
+    for (int64_t oc = 0; oc < g.out_channels; ++oc)
+      for (int64_t i = 0; i < g.out_h; ++i)
+        for (int64_t j = 0; j < g.out_w; ++j) {
+          const double gv = gy[static_cast<size_t>(((n * g.out_channels + oc) * g.out_h + i) * g.out_w + j)];
+          for (int64_t cc = 0; cc < Cg; ++cc)
+            for (int64_t ki = 0; ki < g.kernel_h; ++ki)
+              for (int64_t kj = 0; kj < g.kernel_w; ++kj) {
+                int64_t ih = i * g.stride_h - g.pad_h + ki * g.dilation_h, iw = j * g.stride_w - g.pad_w + kj * g.dilation_w;
+                if (ih < 0 || ih >= g.in_h || iw < 0 || iw >= g.in_w) continue;
+                auto xi = static_cast<size_t>(((n * g.in_channels + oc / Og * Cg + cc) * g.in_h + ih) * g.in_w + iw);
+                auto wi = static_cast<size_t>(((oc * Cg + cc) * g.kernel_h + ki) * g.kernel_w + kj);
+                dx[xi] += gv * w[wi];
+                dw[wi] += gv * x[xi];
+              }
+        }
+}
+
+enum class GradInputPath { by_conv, col2im, pointwise };
+GradInputPath grad_input_path(const cpu::Conv2dGeometry& g) {
+  if (g.is_pointwise()) return GradInputPath::pointwise;
+  return cpu::detail::use_input_grad_by_conv<double>(g) ? GradInputPath::by_conv : GradInputPath::col2im;
+}
+
+cpu::Conv2dGeometry geometry(int64_t n, int64_t c, int64_t h, int64_t w, int64_t o, int64_t kh, int64_t kw, int64_t sh,
+                             int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t groups) {
+  return {n, c, h, w, o, kh, kw, sh, sw, ph, pw, dh, dw, groups,
+          out_size(h, kh, sh, ph, dh), out_size(w, kw, sw, pw, dw)};
+}
+
+// conv2d_backward's dx and dw (double) against the reference, and, where the input gradient is a
+// convolution of gy (stride 1, padding <= d(k-1)), conv2d_input_grad_by_conv's dx too whichever
+// path conv2d_backward takes.
+void check_backward(const cpu::Conv2dGeometry& g, Generator& gen) {
+  auto x = randn<double>({g.batch, g.in_channels, g.in_h, g.in_w}, 0, 1, gen);
+  auto w = randn<double>({g.out_channels, g.in_per_group(), g.kernel_h, g.kernel_w}, 0, 1, gen);
+  auto gy = randn<double>({g.batch, g.out_channels, g.out_h, g.out_w}, 0, 1, gen);
+  std::vector<double> rdx, rdw;
+  reference_conv_grads(x.to_vector(), w.to_vector(), gy.to_vector(), g, rdx, rdw);
+  std::vector<double> dx(rdx.size(), 7.0), dw(rdw.size(), 7.0);  // garbage: must be overwritten
+  cpu::conv2d_backward(x.data(), w.data(), gy.data(), dx.data(), dw.data(), static_cast<double*>(nullptr), g);
+  auto worst = [](const std::vector<double>& a, const std::vector<double>& b) {
+    double m = 0;
+    for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(a[i] - b[i]));
+    return m;
+  };
+  CHECK(worst(dx, rdx) <= 1e-10);
+  CHECK(worst(dw, rdw) <= 1e-10);
+  if (cpu::detail::input_grad_is_conv(g)) {
+    std::vector<double> dx2(rdx.size(), 7.0);
+    cpu::conv2d_input_grad_by_conv(w.data(), gy.data(), dx2.data(), g);
+    CHECK(worst(dx2, rdx) <= 1e-10);
+  }
+}
+}  // namespace
+
+TEST_CASE("conv2d backward: each input-gradient path against the reference") {
+  Generator gen(77);
+  struct Case {
+    const char* name;
+    cpu::Conv2dGeometry g;
+    GradInputPath path;
+  };
+  const std::vector<Case> cases = {
+      {"3x3 pad 1 (ResNet)", geometry(3, 4, 7, 7, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1), GradInputPath::by_conv},
+      {"3x3 pad 1, odd rectangle, one image", geometry(1, 3, 5, 9, 2, 3, 3, 1, 1, 1, 1, 1, 1, 1), GradInputPath::by_conv},
+      {"5x5 pad 2 (LeNet conv1)", geometry(2, 1, 9, 8, 3, 5, 5, 1, 1, 2, 2, 1, 1, 1), GradInputPath::by_conv},
+      {"3x5 pad (1, 2)", geometry(2, 2, 6, 7, 3, 3, 5, 1, 1, 1, 2, 1, 1, 1), GradInputPath::by_conv},
+      {"same with groups 2", geometry(2, 4, 6, 5, 6, 3, 3, 1, 1, 1, 1, 1, 1, 2), GradInputPath::by_conv},
+      {"same depthwise", geometry(2, 3, 5, 5, 3, 3, 3, 1, 1, 1, 1, 1, 1, 3), GradInputPath::by_conv},
+      {"same with dilation 2", geometry(2, 2, 9, 8, 3, 3, 3, 1, 1, 2, 2, 2, 2, 1), GradInputPath::by_conv},
+      {"2x2 pad 1 (larger output)", geometry(2, 2, 6, 6, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1), GradInputPath::by_conv},
+      {"3x3 pad (1, 0), large plane", geometry(2, 2, 20, 20, 3, 3, 3, 1, 1, 1, 0, 1, 1, 1), GradInputPath::by_conv},
+      {"padding > d(k-1)", geometry(1, 2, 4, 5, 3, 2, 2, 1, 1, 2, 3, 1, 1, 1), GradInputPath::col2im},
+      {"5x5 unpadded (LeNet conv2)", geometry(2, 3, 14, 14, 4, 5, 5, 1, 1, 0, 0, 1, 1, 1), GradInputPath::col2im},
+      {"3x3 unpadded, small plane", geometry(2, 2, 5, 6, 3, 3, 3, 1, 1, 0, 0, 1, 1, 1), GradInputPath::col2im},
+      {"3x3 stride 2 pad 1", geometry(3, 3, 7, 8, 4, 3, 3, 2, 2, 1, 1, 1, 1, 1), GradInputPath::col2im},
+      {"stride (1, 2)", geometry(2, 2, 6, 7, 3, 3, 3, 1, 2, 1, 1, 1, 1, 1), GradInputPath::col2im},
+      {"1x1 stride 2", geometry(2, 3, 7, 6, 4, 1, 1, 2, 2, 0, 0, 1, 1, 1), GradInputPath::col2im},
+      {"1x1 pointwise", geometry(2, 3, 4, 5, 4, 1, 1, 1, 1, 0, 0, 1, 1, 1), GradInputPath::pointwise},
+      {"1x1 pad 1 (output larger than input)", geometry(1, 2, 3, 4, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1), GradInputPath::col2im},
+  };
+  for (const auto& c : cases) {
+    INFO(c.name);
+    CHECK(grad_input_path(c.g) == c.path);
+    check_backward(c.g, gen);
+  }
+}
+
+TEST_CASE("conv2d backward on random configurations, every path") {
+  Generator gen(4242);
+  int counts[3] = {0, 0, 0};
+  for (int trial = 0; trial < 120; ++trial) {
+    auto pick = [&](int64_t lo, int64_t hi) {
+      return lo + static_cast<int64_t>(philox_uniform(gen.reserve(1), 0) * static_cast<double>(hi - lo + 1));
+    };
+    const int64_t groups = pick(1, 3), kh = pick(1, 5), kw = pick(1, 5), dh = pick(1, 2), dw = pick(1, 2);
+    // Half the trials stride 1 with padding up to the kernel's reach, where dx may be a convolution.
+    const bool unit = pick(0, 1) == 1;
+    const int64_t sh = unit ? 1 : pick(1, 3), sw = unit ? 1 : pick(1, 3);
+    const int64_t ph = unit ? pick(0, dh * (kh - 1)) : pick(0, 2), pw = unit ? pick(0, dw * (kw - 1)) : pick(0, 2);
+    const int64_t h = pick(1, 12), w = pick(1, 12);
+    if (dh * (kh - 1) + 1 > h + 2 * ph || dw * (kw - 1) + 1 > w + 2 * pw) continue;
+    auto g = geometry(pick(1, 4), groups * pick(1, 3), h, w, groups * pick(1, 3), kh, kw, sh, sw, ph, pw, dh, dw, groups);
+    CAPTURE(trial);
+    ++counts[static_cast<int>(grad_input_path(g))];
+    check_backward(g, gen);
+  }
+  CHECK(counts[static_cast<int>(GradInputPath::by_conv)] >= 10);
+  CHECK(counts[static_cast<int>(GradInputPath::col2im)] >= 10);
+}
+
+namespace {
+// float conv2d_forward / conv2d_backward (the direct stride-1 kernel where it applies) against the
+// same values in double, which always take the im2col path.
+void check_float_against_double(const cpu::Conv2dGeometry& g, Generator& gen) {
+  auto x = randn<float>({g.batch, g.in_channels, g.in_h, g.in_w}, 0, 1, gen);
+  auto w = randn<float>({g.out_channels, g.in_per_group(), g.kernel_h, g.kernel_w}, 0, 1, gen);
+  auto b = randn<float>({g.out_channels}, 0, 1, gen);
+  auto gy = randn<float>({g.batch, g.out_channels, g.out_h, g.out_w}, 0, 1, gen);
+  auto xd = x.cast<double>(), wd = w.cast<double>(), bd = b.cast<double>(), gyd = gy.cast<double>();
+  auto close = [](const std::vector<float>& got, const std::vector<double>& ref) {
+    double scale = 1, worst = 0;
+    for (double r : ref) scale = std::max(scale, std::abs(r));
+    for (size_t i = 0; i < ref.size(); ++i) worst = std::max(worst, std::abs(static_cast<double>(got[i]) - ref[i]));
+    return worst <= 2e-5 * scale;
+  };
+  std::vector<float> y(static_cast<size_t>(g.batch * g.out_channels * g.out_plane()), 7.0f);
+  std::vector<double> yd(y.size());
+  cpu::conv2d_forward(x.data(), w.data(), b.data(), y.data(), g);
+  cpu::conv2d_forward(xd.data(), wd.data(), bd.data(), yd.data(), g);
+  CHECK(close(y, yd));
+  std::vector<float> dx(static_cast<size_t>(g.batch * g.in_channels * g.in_plane()), 7.0f), dw(static_cast<size_t>(w.numel()), 7.0f),
+      db(static_cast<size_t>(g.out_channels), 7.0f);
+  std::vector<double> dxd(dx.size()), dwd(dw.size()), dbd(db.size());
+  cpu::conv2d_backward(x.data(), w.data(), gy.data(), dx.data(), dw.data(), db.data(), g);
+  cpu::conv2d_backward(xd.data(), wd.data(), gyd.data(), dxd.data(), dwd.data(), dbd.data(), g);
+  CHECK(close(dx, dxd));
+  CHECK(close(dw, dwd));
+  CHECK(close(db, dbd));
+}
+}  // namespace
+
+TEST_CASE("conv2d direct stride-1 kernel (float) against the im2col path, each shape class") {
+  Generator gen(99);
+  struct Case {
+    const char* name;
+    cpu::Conv2dGeometry g;
+    bool direct, direct_weight_grad;  // with AVX-512; without it neither is taken
+  };
+  const std::vector<Case> cases = {
+      {"ResNet stage 1: 3x3 pad 1, 16 channels, 28x28", geometry(3, 16, 28, 28, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1), true, true},
+      {"ResNet stage 2: 32 channels, 14x14", geometry(2, 32, 14, 14, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1), true, true},
+      {"ResNet stage 3: 7x7 (weight gradient by im2col)", geometry(2, 64, 7, 7, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1), true, false},
+      {"LeNet conv1: one input channel, 5x5 pad 2", geometry(3, 1, 28, 28, 16, 5, 5, 1, 1, 2, 2, 1, 1, 1), true, true},
+      {"output channels not a multiple of 8", geometry(2, 3, 12, 17, 13, 3, 3, 1, 1, 1, 1, 1, 1, 1), true, true},
+      {"one output channel, odd sizes", geometry(5, 2, 11, 13, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1), true, true},
+      {"groups 2, 5 channels each side", geometry(2, 10, 16, 16, 10, 3, 3, 1, 1, 1, 1, 1, 1, 2), true, true},
+      {"depthwise", geometry(2, 8, 16, 16, 8, 3, 3, 1, 1, 1, 1, 1, 1, 8), true, true},
+      {"dilation 2, padding 2", geometry(2, 3, 20, 18, 9, 3, 3, 1, 1, 2, 2, 2, 2, 1), true, true},
+      {"rectangular 3x5, padding (1, 2)", geometry(2, 4, 15, 19, 6, 3, 5, 1, 1, 1, 2, 1, 1, 1), true, true},
+      {"padding beyond the kernel's reach", geometry(2, 2, 12, 12, 3, 3, 3, 1, 1, 3, 2, 1, 1, 1), true, true},
+      {"unpadded 3x3 on a large plane", geometry(2, 3, 40, 40, 5, 3, 3, 1, 1, 0, 0, 1, 1, 1), true, true},
+      {"tiny plane: one 16-wide block", geometry(3, 5, 3, 3, 9, 3, 3, 1, 1, 1, 1, 1, 1, 1), true, false},
+      {"grid more than twice the output (im2col)", geometry(2, 3, 7, 7, 4, 5, 5, 1, 1, 0, 0, 1, 1, 1), false, false},
+      {"batch over many chunks", geometry(9, 4, 16, 16, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1), true, true},
+      {"LeNet conv2: 5x5 unpadded 14x14 (dx by a direct conv of gy)", geometry(2, 16, 14, 14, 32, 5, 5, 1, 1, 0, 0, 1, 1, 1), true, true},
+      {"stride 2 (im2col)", geometry(2, 4, 16, 16, 8, 3, 3, 2, 2, 1, 1, 1, 1, 1), false, false},
+      {"1x1 pointwise (no im2col)", geometry(2, 8, 16, 16, 8, 1, 1, 1, 1, 0, 0, 1, 1, 1), false, false},
+  };
+  for (const auto& c : cases) {
+    INFO(c.name);
+    CHECK(cpu::detail::use_direct_conv<float>(c.g) == (cpu::detail::kDirectConv && c.direct));
+    CHECK(cpu::detail::use_direct_weight_grad<float>(c.g) == (cpu::detail::kDirectConv && c.direct_weight_grad));
+    CHECK_FALSE(cpu::detail::use_direct_conv<double>(c.g));
+    // dx as a convolution of gy: on the direct kernel for float wherever that applies to it.
+    if (cpu::detail::input_grad_is_conv(c.g) && cpu::detail::use_direct_conv<float>(cpu::detail::input_grad_geometry(c.g)))
+      CHECK(cpu::detail::use_input_grad_by_conv<float>(c.g));
+    check_float_against_double(c.g, gen);
+  }
+}
+
+TEST_CASE("conv2d direct stride-1 kernel (float) on random configurations") {
+  Generator gen(31337);
+  int direct = 0;
+  for (int trial = 0; trial < 60; ++trial) {
+    auto pick = [&](int64_t lo, int64_t hi) {
+      return lo + static_cast<int64_t>(philox_uniform(gen.reserve(1), 0) * static_cast<double>(hi - lo + 1));
+    };
+    const int64_t groups = pick(1, 3), kh = pick(1, 5), kw = pick(1, 5), dh = pick(1, 2), dw = pick(1, 2);
+    const int64_t ph = pick(0, dh * (kh - 1) / 2 + 1), pw = pick(0, dw * (kw - 1) / 2 + 1), h = pick(4, 30), w = pick(4, 30);
+    if (dh * (kh - 1) + 1 > h + 2 * ph || dw * (kw - 1) + 1 > w + 2 * pw) continue;
+    auto g = geometry(pick(1, 5), groups * pick(1, 6), h, w, groups * pick(1, 12), kh, kw, 1, 1, ph, pw, dh, dw, groups);
+    CAPTURE(trial);
+    direct += cpu::detail::use_direct_conv<float>(g);
+    check_float_against_double(g, gen);
+  }
+  if (cpu::detail::kDirectConv) CHECK(direct >= 15);
 }
 
 TEST_CASE("conv2d reads non-contiguous inputs and weights") {
