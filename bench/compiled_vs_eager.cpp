@@ -7,7 +7,10 @@
 //
 // at batch 32 and 512. The ratio column is compiled / eager steps per second (> 1: compiled faster).
 //
-//   build-h4/bench/bench_compiled_vs_eager [--threads 2] [--repeats 7] [--json] [--quick]
+// The compiled column runs graph/exec.hpp's fusion: bias and activation epilogues inside the GEMM
+// and conv passes, GEMMs cut into one block per thread, a layer's backward GEMMs side by side.
+//
+//   build-s4/bench/bench_compiled_vs_eager [--threads 2] [--repeats 7] [--json] [--quick]
 #include <cstdio>
 #include <string>
 
@@ -74,8 +77,9 @@ void run(dl::bench::Table& table, const std::string& model, const dl::Shape& sam
   auto& row = table.add_rate(g, "compiled", dl::bench::summarise(tc), 1.0, 1.0, "steps/s", "eager");
   auto rep = step.plan_report();
   char note[200];
-  std::snprintf(note, sizeof note, "plan %lld of %lld bytes, %d fused kernels%s", static_cast<long long>(rep.bytes_planned),
-                static_cast<long long>(rep.bytes_unplanned), rep.fused_kernels, sink == 12345.f ? " " : "");
+  std::snprintf(note, sizeof note, "plan %lld of %lld bytes, %d fused kernels, %d epilogues%s",
+                static_cast<long long>(rep.bytes_planned), static_cast<long long>(rep.bytes_unplanned), rep.fused_kernels,
+                rep.gemm_epilogues, sink == 12345.f ? " " : "");
   row.note = note;
 }
 

@@ -13,6 +13,7 @@
 //   bind(ctx)           views into the planned slots
 //   forward() / backward()
 #pragma once
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <map>
@@ -23,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "dl/autograd/checkpoint.hpp"  // is_recomputing(): batch norm's running statistics
 #include "dl/autograd/record.hpp"
 #include "dl/backend/cpu/batch_norm.hpp"
 #include "dl/backend/cpu/conv.hpp"
@@ -31,6 +33,7 @@
 #include "dl/backend/cpu/reduce.hpp"
 #include "dl/backend/cpu/softmax.hpp"
 #include "dl/expr/executor.hpp"
+#include "dl/graph/let.hpp"
 #include "dl/graph/memory_plan.hpp"
 #include "dl/graph/sym.hpp"
 
@@ -43,6 +46,7 @@ struct PlanContext {
   bool tape = false;      // parameters' gradients go through the eager engine (accumulate)
   std::set<const void*> grads_seen;  // parameters / inputs that already received a gradient
   std::map<uint64_t, void*> shared;  // op node id -> the Exec that computes it
+  std::map<uint64_t, void*> named;   // let / chain value id -> its NamedValue<T>
   // Every parameter's gradient settings when planned: a change (grad_req, attach_grad) re-plans.
   struct ParamState {
     const void* meta;
@@ -52,7 +56,7 @@ struct PlanContext {
   };
   std::vector<ParamState> params;
   std::vector<std::string> input_shapes;  // for error messages
-  // Report counters.
+  // Report counters (epilogues: bias adds and activations run inside a GEMM or conv's pass).
   int op_nodes = 0, elementwise_nodes = 0, regions = 0, epilogues = 0, recomputed = 0, views = 0, shared_uses = 0;
 };
 
@@ -397,6 +401,119 @@ struct Exec<TernaryExpr<Op, A, B, C>> : RegionExec<TernaryExpr<Op, A, B, C>> {
   using RegionExec<TernaryExpr<Op, A, B, C>>::RegionExec;
 };
 
+// ---- activation epilogues -----------------------------------------------------------------------
+
+// An activation applied straight to a GEMM or conv output, relu(conv2d(x, w, b)), runs as that
+// op's epilogue: forward in the GEMM's own blocks while they are in cache (matmul; conv: in the
+// pass right after the kernel), backward as one tight loop that takes the derivative from the
+// saved output instead of recomputing the activation. The rule table's d(x, y) is used as
+// d(y, y), which is exact for these primitives: relu's x > 0 iff y > 0; tanh, sigmoid and exp
+// read only y.
+template <class Op> struct derivative_from_output : std::false_type {};
+template <> struct derivative_from_output<prim::Relu> : std::true_type {};
+template <> struct derivative_from_output<prim::Tanh> : std::true_type {};
+template <> struct derivative_from_output<prim::Sigmoid> : std::true_type {};
+template <> struct derivative_from_output<prim::Exp> : std::true_type {};
+
+template <class E> struct has_gemm_epilogue : std::false_type {};
+template <class A> struct has_gemm_epilogue<MatmulNode<A>> : std::true_type {};
+template <class A> struct has_gemm_epilogue<Conv2dNode<A>> : std::true_type {};
+
+namespace detail {
+// y[i] = f(x[i]) over [begin, end): vectorisable (x and y never overlap).
+template <class Op, class T>
+void activation_forward(const Op& f, const T* __restrict x, T* __restrict y, int64_t begin, int64_t end) {
+  for (int64_t i = begin; i < end; ++i) y[i] = f(x[i]);
+}
+// gx[i] = g[i] * f'(y[i]); gx may be g itself (in place, element by element).
+template <class Op, class T>
+void activation_backward(const Op& f, const T* __restrict y, const T* g, T* gx, int64_t n) {
+  parallel_for(0, n, expr::kElementwiseGrain, [=](int64_t b, int64_t e) {
+#pragma GCC ivdep
+    for (int64_t i = b; i < e; ++i) gx[i] = g[i] * f.d(y[i], y[i]);
+  });
+}
+}  // namespace detail
+
+template <class Op, class A>
+struct EpilogueExec {
+  using T = typename A::value_type;
+  Op f;
+  Exec<A> op;
+  Shape shape;
+  bool needs_grad = false;
+  bool in_blocks = false;  // the op calls apply_block from its GEMM blocks
+  int value_id_ = -1, grad_id = -1;
+  NDArray<T> value, grad;
+
+  explicit EpilogueExec(const UnaryExpr<Op, A>& e) : f(e.op), op(e.a) {}
+  void plan_forward(PlanContext& ctx) {
+    op.plan_forward(ctx);
+    // A matmul writes this value from inside its own (the last planned) step: live from there, or
+    // the planner could hand the op's input memory to it (an inference plan would, and the GEMM
+    // blocks would write over the input the other blocks still read).
+    const int op_step = std::max(ctx.memory.steps() - 1, 0);
+    shape = op.shape;
+    needs_grad = op.needs_grad;
+    ctx.elementwise_nodes += 1;
+    ++ctx.regions;
+    ++ctx.epilogues;
+    const int64_t bytes = shape.numel() * static_cast<int64_t>(sizeof(T));
+    value_id_ = ctx.memory.add(bytes);
+    ctx.memory.use(value_id_, op_step);
+    int step = ctx.memory.next_step();
+    ctx.memory.use(value_id_, step);
+    ctx.memory.use(op.value_id(), step);
+    if (ctx.training && needs_grad) {
+      grad_id = ctx.memory.add(bytes);
+      ctx.memory.alias(op.grad_id, grad_id);  // the op's output gradient overwrites this one in place
+    }
+  }
+  void plan_backward(PlanContext& ctx) {
+    if (!needs_grad) return;
+    int step = ctx.memory.next_step();
+    for (int id : std::array<int, 3>{grad_id, value_id_, op.grad_id}) ctx.memory.use(id, step);
+    op.plan_backward(ctx);
+  }
+  void bind(PlanContext& ctx) {
+    op.bind(ctx);
+    value = ctx.memory.template view<T>(value_id_, shape);
+    if (grad_id >= 0) grad = ctx.memory.template view<T>(grad_id, shape);
+    // The computing occurrence of a matmul runs the activation inside its blocks (a later use of a
+    // shared node only reads the value: it runs the pass itself).
+    if constexpr (requires { op.impl.set_epilogue(&EpilogueExec::apply_block, this); })
+      if (!op.original) in_blocks = op.impl.set_epilogue(&EpilogueExec::apply_block, this);
+  }
+  // value[rows, cols] = f(out[rows, cols]) for a block of the op's (M, N) output with leading dimension ld.
+  static void apply_block(void* self, const T* out, int64_t ld, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+    auto* e = static_cast<EpilogueExec*>(self);
+    T* y = e->value.data();
+    for (int64_t r = r0; r < r1; ++r) detail::activation_forward(e->f, out + r * ld, y + r * ld, c0, c1);
+  }
+  template <class F> void for_each_input(F&& fn) { op.for_each_input(fn); }
+  void forward() {
+    op.forward();
+    if (in_blocks) return;
+    check<ValueError>(op.value.is_contiguous(), "compile: an activation epilogue needs a contiguous op output");
+    const T* x = op.value.data();
+    T* y = value.data();
+    parallel_for(0, value.numel(), expr::kElementwiseGrain,
+                 [&](int64_t b, int64_t e) { detail::activation_forward(f, x, y, b, e); });
+  }
+  void backward() {
+    if (op.needs_grad && op.grad.numel() > 0)
+      detail::activation_backward(f, value.data(), grad.data(), op.grad.data(), value.numel());
+    op.backward();
+  }
+  int value_id() const { return value_id_; }
+};
+
+template <class Op, class A>
+  requires(derivative_from_output<Op>::value && has_gemm_epilogue<A>::value)
+struct Exec<UnaryExpr<Op, A>> : EpilogueExec<Op, A> {
+  using EpilogueExec<Op, A>::EpilogueExec;
+};
+
 // ---- op nodes with one operand and up to two parameters -----------------------------------------
 
 // What matmul, conv2d and batch_norm share: one operand, one planned output buffer (and its
@@ -452,7 +569,80 @@ struct ParamOpExec {
   int value_id() const { return value_id_; }
 };
 
-// ---- matmul (+ bias epilogue) -------------------------------------------------------------------
+// ---- GEMM blocks and tasks ------------------------------------------------------------------------
+
+namespace detail {
+// One product C (rows x cols, leading dimension ldc) = A B (+ C when accumulating), run as
+// blocks of C on one thread each: columns in whole SIMD units when C is wide enough, else rows.
+template <class T>
+struct GemmCall {
+  cpu::MatrixView<T> a{}, b{};
+  T* c = nullptr;
+  int64_t ldc = 0;
+  bool accumulate = false;
+
+  struct Block { int64_t r0, r1, c0, c1; };
+  double flops() const { return 2.0 * static_cast<double>(a.rows) * static_cast<double>(a.cols) * static_cast<double>(b.cols); }
+  Block block(int64_t i, int64_t n) const {
+    constexpr int64_t kUnit = 16;
+    const int64_t M = a.rows, N = b.cols;
+    if (N >= n * kUnit) {
+      const int64_t units = (N + kUnit - 1) / kUnit;
+      return {0, M, std::min(N, units * i / n * kUnit), std::min(N, units * (i + 1) / n * kUnit)};
+    }
+    return {M * i / n, M * (i + 1) / n, 0, N};
+  }
+  void run(const Block& k) const {
+    if (k.r0 >= k.r1 || k.c0 >= k.c1) return;
+    cpu::MatrixView<T> ai{a.data + k.r0 * a.row_stride, k.r1 - k.r0, a.cols, a.row_stride, a.col_stride};
+    cpu::MatrixView<T> bj{b.data + k.c0 * b.col_stride, b.rows, k.c1 - k.c0, b.row_stride, b.col_stride};
+    cpu::gemm_serial(ai, bj, c + k.r0 * ldc + k.c0, ldc, accumulate);
+  }
+};
+
+// Blocks for `flops` of GEMM work: none below ~2 MFLOP (handing work to another thread costs
+// more than it saves), else one per thread, up to four per thread for large products (a late
+// thread then holds up only a small piece). One block per thread instead of cpu::gemm's fixed
+// 16-column units matters at small batches: each block packs its own copy of the left operand
+// (32 x 784 for the MLP's first layer), so 8 blocks on 2 threads packed it 8 times.
+inline int64_t gemm_blocks(double flops, int threads) {
+  if (threads <= 1 || flops < 2e6) return 1;
+  return threads * std::clamp<int64_t>(static_cast<int64_t>(flops / 16e6), 1, 4);
+}
+
+// Independent GEMMs (a layer's input gradient and weight gradient) and an optional extra task (the
+// bias gradient) as ONE set of tasks on the thread pool: each GEMM gets blocks in proportion to
+// its work, so two small products run side by side, one per thread, instead of each being split
+// across the threads in turn (MXNet's dependency engine schedules backward this way).
+template <class T, size_t N, class Extra>
+void run_gemm_tasks(const std::array<GemmCall<T>, N>& calls, size_t count, Extra&& extra, bool has_extra) {
+  double total = 0;
+  for (size_t k = 0; k < count; ++k) total += calls[k].flops();
+  const int64_t blocks = gemm_blocks(total, num_threads());
+  std::array<int64_t, N> per{};
+  int64_t tasks = has_extra ? 1 : 0;
+  for (size_t k = 0; k < count; ++k) {
+    per[k] = blocks == 1 ? 1 : std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(blocks) * calls[k].flops() / total + 0.5));
+    tasks += per[k];
+  }
+  auto task = [&](int64_t t) {
+    for (size_t k = 0; k < count; ++k) {
+      if (t < per[k]) return calls[k].run(calls[k].block(t, per[k]));
+      t -= per[k];
+    }
+    extra();
+  };
+  if (blocks == 1) {
+    for (int64_t t = 0; t < tasks; ++t) task(t);
+    return;
+  }
+  parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) task(t);
+  });
+}
+}  // namespace detail
+
+// ---- matmul (+ bias and activation epilogues) -------------------------------------------------------
 
 template <class A>
 struct OpExec<MatmulNode<A>> : ParamOpExec<MatmulNode<A>, A> {
@@ -491,42 +681,63 @@ struct OpExec<MatmulNode<A>> : ParamOpExec<MatmulNode<A>, A> {
     const NDArray<T>& x = a.value;
     return {x.data(), M, K, x.strides()[0], x.strides()[1]};
   }
+  // An activation epilogue (EpilogueExec) asks to run inside the GEMM's blocks.
+  using BlockEpilogue = void (*)(void*, const T*, int64_t, int64_t, int64_t, int64_t, int64_t);
+  BlockEpilogue epilogue = nullptr;
+  void* epilogue_self = nullptr;
+  bool set_epilogue(BlockEpilogue fn, void* self) {
+    epilogue = fn;
+    epilogue_self = self;
+    return true;
+  }
   void forward() {
     a.forward();
     if (value.numel() == 0) return;
     T* out = value.data();
     const bool bias = node.bias.defined();
-    if (bias) {  // epilogue fused into the GEMM: start from the bias, accumulate the product
-      NDArray<T> b = node.bias;
-      const T* bp = b.data();
-      const int64_t bs = b.strides()[0];
-      for (int64_t i = 0; i < M; ++i)
-        for (int64_t j = 0; j < N; ++j) out[i * N + j] = bp[j * bs];
-    }
-    cpu::gemm(a_view(), w_view(), out, N, bias);
+    const T* bp = bias ? node.bias.data() : nullptr;
+    const int64_t bs = bias ? node.bias.strides()[0] : 0;
+    const detail::GemmCall<T> call{a_view(), w_view(), out, N, bias};
+    // Each block: the bias (the GEMM accumulates onto it), the product, then the activation
+    // epilogue while the block is still in cache.
+    auto block = [&](int64_t i, int64_t n) {
+      const auto k = call.block(i, n);
+      if (k.r0 >= k.r1 || k.c0 >= k.c1) return;
+      if (bias)
+        for (int64_t r = k.r0; r < k.r1; ++r)
+          for (int64_t j = k.c0; j < k.c1; ++j) out[r * N + j] = bp[j * bs];
+      call.run(k);
+      if (epilogue) epilogue(epilogue_self, out, N, k.r0, k.r1, k.c0, k.c1);
+    };
+    const int64_t n = detail::gemm_blocks(call.flops(), num_threads());
+    if (n == 1) return block(0, 1);
+    parallel_for(0, n, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t i = b0; i < b1; ++i) block(i, n);
+    });
   }
   void backward() {
     if (value.numel() > 0) {
       const T* g = grad.data();
+      std::array<detail::GemmCall<T>, 2> calls{};
+      size_t count = 0;
       if (a.needs_grad && a.grad.numel()) {  // da (M, K) = g (M, N) x W^T (N, K)
         cpu::MatrixView<T> wv = w_view();
-        cpu::MatrixView<T> wt{wv.data, N, K, wv.col_stride, wv.row_stride};
-        cpu::gemm(cpu::MatrixView<T>{g, M, N, N, 1}, wt, a.grad.data(), K, false);
+        calls[count++] = {{g, M, N, N, 1}, {wv.data, N, K, wv.col_stride, wv.row_stride}, a.grad.data(), K, false};
       }
       if (wg.wanted) {
-        NDArray<T> dw = wg.target();
+        T* dw = wg.target().data();
         cpu::MatrixView<T> av = a_view();
         if (node.transposed)  // dW (N, K) = g^T (N, M) x a (M, K)
-          cpu::gemm(cpu::MatrixView<T>{g, N, M, 1, N}, av, dw.data(), K, false);
+          calls[count++] = {{g, N, M, 1, N}, av, dw, K, false};
         else  // dW (K, N) = a^T (K, M) x g (M, N)
-          cpu::gemm(cpu::MatrixView<T>{av.data, K, M, av.col_stride, av.row_stride}, cpu::MatrixView<T>{g, M, N, N, 1},
-                    dw.data(), N, false);
+          calls[count++] = {{av.data, K, M, av.col_stride, av.row_stride}, {g, M, N, N, 1}, dw, N, false};
       }
-      if (bg.wanted) {  // db = column sums of g
+      auto bias_grad = [&] {  // db = column sums of g
         std::array<bool, kMaxRank> mask{};
         mask[0] = true;
         cpu::sum_reduce(g, shape, contiguous_strides(shape), mask, bg.target().data());
-      }
+      };
+      detail::run_gemm_tasks(calls, count, bias_grad, bg.wanted);
     }
     this->finish_backward();
   }
@@ -692,7 +903,7 @@ struct OpExec<BatchNormNode<A>> : ParamOpExec<BatchNormNode<A>, A> {  // wg: gam
       for (int64_t c = 0; c < C; ++c) {
         auto i = static_cast<size_t>(c);
         invstd[i] = 1.0 / std::sqrt(var[i] + node.eps);
-        if (node.running_mean.defined()) {  // in place, as eager batch_norm does
+        if (node.running_mean.defined() && !autograd::is_recomputing()) {  // in place, once per step, as eager
           T& rm = node.running_mean.data()[c * node.running_mean.strides()[0]];
           T& rv = node.running_var.data()[c * node.running_var.strides()[0]];
           double unbiased = var[i] * static_cast<double>(M) / static_cast<double>(M - 1);
@@ -1071,6 +1282,209 @@ struct Exec<CrossEntropyNode<A, Labels>> {
     a.backward();
   }
   int value_id() const { return value_id_; }
+};
+
+// ---- named values (let, chain): one computation, read by Ref leaves ----------------------------
+
+// A value named by a let or chain, as its Ref leaves see it. Each Ref use gets a gradient buffer
+// of its own; the value's gradient is their sum, formed once every reader's backward has run.
+template <class T>
+struct NamedValue {
+  Shape shape;
+  bool needs_grad = false;
+  int value_id = -1, uses = 0;
+  NDArray<T> value;
+  std::vector<const NDArray<T>*> grads;  // the Refs' gradients (bound at bind)
+  std::vector<int> grad_ids;
+};
+
+template <class T, int R>
+struct Exec<Ref<T, R>> {
+  using value_type = T;
+  uint64_t id;
+  NamedValue<T>* named = nullptr;
+  Shape shape;
+  bool needs_grad = false;
+  int grad_id = -1;
+  NDArray<T> value, grad;
+
+  explicit Exec(const Ref<T, R>& r) : id(r.id) {}
+  void plan_forward(PlanContext& ctx) {
+    auto it = ctx.named.find(id);
+    check<ValueError>(it != ctx.named.end(), "compile: a let or chain value is used outside its body");
+    named = static_cast<NamedValue<T>*>(it->second);
+    shape = named->shape;
+    needs_grad = named->needs_grad;
+    if (named->uses++ > 0) ++ctx.shared_uses;
+    if (ctx.training && needs_grad) {
+      grad_id = ctx.memory.add(shape.numel() * static_cast<int64_t>(sizeof(T)));
+      named->grads.push_back(&grad);
+      named->grad_ids.push_back(grad_id);
+    }
+  }
+  void plan_backward(PlanContext&) {}  // the gradient is summed by the let / chain
+  void bind(PlanContext& ctx) {
+    if (grad_id >= 0) grad = ctx.memory.template view<T>(grad_id, shape);
+  }
+  template <class F> void for_each_input(F&&) {}
+  void forward() { value = named->value; }
+  void backward() {}
+  int value_id() const { return named->value_id; }
+};
+
+namespace detail {
+// Names `source`'s value `id` for the Refs planned next.
+template <class T, class Source>
+void name_value(PlanContext& ctx, uint64_t id, NamedValue<T>& named, Source& source) {
+  named.shape = source.shape;
+  named.needs_grad = source.needs_grad;
+  named.value_id = source.value_id();
+  ctx.named[id] = &named;
+}
+// The step that sums the Refs' gradients into the source's gradient.
+template <class T, class Source>
+void plan_gather(PlanContext& ctx, const NamedValue<T>& named, Source& source) {
+  if (!source.needs_grad) return;
+  const int step = ctx.memory.next_step();
+  ctx.memory.use(source.grad_id, step);
+  for (int id : named.grad_ids) ctx.memory.use(id, step);
+}
+template <class T, class Source>
+void gather(const NamedValue<T>& named, Source& source) {
+  if (!source.needs_grad || source.grad.numel() == 0) return;
+  NDArray<T>& g = source.grad;
+  if (named.grads.empty()) {
+    std::fill(g.data(), g.data() + g.numel(), T(0));  // no reader needed it: a planned, contiguous buffer
+    return;
+  }
+  expr::run_assign(g, *named.grads[0]);
+  for (size_t k = 1; k < named.grads.size(); ++k)
+    expr::run_assign(g, BinaryExpr<prim::Add, NDArray<T>, NDArray<T>>{{}, g, *named.grads[k]});
+}
+}  // namespace detail
+
+template <class X, class Body>
+struct Exec<LetNode<X, Body>> {
+  using T = typename Body::value_type;
+  uint64_t id;
+  Exec<X> bound;
+  Exec<Body> body;
+  NamedValue<typename X::value_type> named;
+  Shape shape;
+  bool needs_grad = false;
+  int grad_id = -1;
+  NDArray<T> value, grad;
+
+  explicit Exec(const LetNode<X, Body>& n) : id(n.id), bound(n.bound), body(n.body) {}
+  void plan_forward(PlanContext& ctx) {
+    bound.plan_forward(ctx);
+    detail::name_value(ctx, id, named, bound);
+    body.plan_forward(ctx);
+    shape = body.shape;
+    needs_grad = body.needs_grad;
+    grad_id = body.grad_id;
+  }
+  void plan_backward(PlanContext& ctx) {
+    body.plan_backward(ctx);
+    detail::plan_gather(ctx, named, bound);
+    if (bound.needs_grad) bound.plan_backward(ctx);
+  }
+  void bind(PlanContext& ctx) {
+    bound.bind(ctx);
+    body.bind(ctx);
+    grad = body.grad;
+  }
+  template <class F> void for_each_input(F&& f) {
+    bound.for_each_input(f);
+    body.for_each_input(f);
+  }
+  void forward() {
+    bound.forward();
+    named.value = bound.value;
+    body.forward();
+    value = body.value;
+  }
+  void backward() {
+    body.backward();
+    if (!bound.needs_grad) return;
+    detail::gather(named, bound);
+    bound.backward();
+  }
+  int value_id() const { return body.value_id(); }
+};
+
+template <class X, class Body>
+struct Exec<ChainNode<X, Body>> {
+  using T = typename X::value_type;
+  Exec<X> input;
+  std::vector<Exec<Body>> bodies;  // never resized after construction: Refs point into `named`
+  std::vector<uint64_t> ids;
+  std::vector<NamedValue<T>> named;  // named[k]: what bodies[k] reads
+  Shape shape;
+  bool needs_grad = false;
+  int grad_id = -1;
+  NDArray<T> value, grad;
+
+  explicit Exec(const ChainNode<X, Body>& n) : input(n.input), ids(n.ids), named(n.bodies.size()) {
+    bodies.reserve(n.bodies.size());
+    for (const auto& b : n.bodies) bodies.emplace_back(b);
+  }
+  size_t size() const { return bodies.size(); }
+  // What bodies[k] reads (k = 0: the chain's input): f(input) or f(bodies[k - 1]).
+  template <class F> void with_source(size_t k, F&& f) {
+    if (k == 0) f(input);
+    else f(bodies[k - 1]);
+  }
+  template <class F> decltype(auto) with_output(F&& f) {
+    if (bodies.empty()) return f(input);
+    return f(bodies.back());
+  }
+  void plan_forward(PlanContext& ctx) {
+    input.plan_forward(ctx);
+    for (size_t k = 0; k < size(); ++k) {
+      with_source(k, [&](auto& src) { detail::name_value(ctx, ids[k], named[k], src); });
+      bodies[k].plan_forward(ctx);
+    }
+    with_output([&](auto& out) {
+      shape = out.shape;
+      needs_grad = out.needs_grad;
+      grad_id = out.grad_id;
+    });
+  }
+  void plan_backward(PlanContext& ctx) {
+    if (bodies.empty()) return input.plan_backward(ctx);
+    for (size_t k = size(); k-- > 0;) {
+      if (bodies[k].needs_grad) bodies[k].plan_backward(ctx);
+      with_source(k, [&](auto& src) { detail::plan_gather(ctx, named[k], src); });
+    }
+    if (input.needs_grad) input.plan_backward(ctx);
+  }
+  void bind(PlanContext& ctx) {
+    input.bind(ctx);
+    for (auto& b : bodies) b.bind(ctx);
+    with_output([&](auto& out) { grad = out.grad; });
+  }
+  template <class F> void for_each_input(F&& f) {
+    input.for_each_input(f);
+    for (auto& b : bodies) b.for_each_input(f);
+  }
+  void forward() {
+    input.forward();
+    for (size_t k = 0; k < size(); ++k) {
+      with_source(k, [&](auto& src) { named[k].value = src.value; });
+      bodies[k].forward();
+    }
+    with_output([&](auto& out) { value = out.value; });
+  }
+  void backward() {
+    if (bodies.empty()) return input.backward();
+    for (size_t k = size(); k-- > 0;) {
+      if (bodies[k].needs_grad) bodies[k].backward();
+      with_source(k, [&](auto& src) { detail::gather(named[k], src); });
+    }
+    if (input.needs_grad) input.backward();
+  }
+  int value_id() const { return bodies.empty() ? input.value_id() : bodies.back().value_id(); }
 };
 
 }  // namespace dl::graph

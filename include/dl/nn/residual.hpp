@@ -15,6 +15,7 @@
 #include <optional>
 #include <type_traits>
 
+#include "dl/graph/let.hpp"
 #include "dl/graph/sym.hpp"
 #include "dl/nn/batch_norm.hpp"
 #include "dl/nn/conv.hpp"
@@ -56,10 +57,14 @@ class BasicBlock : public Module {
     static_assert(ArrayLike<X>, "BasicBlock: input must be an NDArray or an elementwise expression");
     static_assert(std::is_same_v<value_type_t<X>, float>, "BasicBlock: input must be float, like the parameters");
     if constexpr (graph::is_symbolic_v<X>) {  // the same formula as nodes of the compiled graph
-      auto h = bn2(conv2(dl::relu(bn1(conv1(x)))));
-      using Projected = decltype((*shortcut)(x));  // unevaluated: only the type of the projection branch
-      if (shortcut) return dl::relu(h + graph::choose(true, (*shortcut)(x), x));
-      return dl::relu(h + graph::choose(false, Projected{}, x));
+      // x is named once (graph::let) and both branches read it through a Ref: a stack of blocks
+      // then has a graph type linear in its depth, not 3^depth copies of its input.
+      return graph::let(x, [this](const auto& in) {
+        auto h = bn2(conv2(dl::relu(bn1(conv1(in)))));
+        using Projected = decltype((*shortcut)(in));  // unevaluated: only the type of the projection branch
+        if (shortcut) return dl::relu(h + graph::choose(true, (*shortcut)(in), in));
+        return dl::relu(h + graph::choose(false, Projected{}, in));
+      });
     } else {
     NDArray<float> in = dl::eval(x);
     NDArray<float> h = dl::relu(bn1(conv1(in)));  // one fused pass
