@@ -10,6 +10,7 @@
 #include <array>
 #include <cstdint>
 
+#include "dl/graph/reduce_ops.hpp"
 #include "dl/nn/module.hpp"
 #include "dl/ops/pool.hpp"
 
@@ -91,7 +92,8 @@ class GlobalAvgPool2d : public Module {
   template <class X>
   auto forward(const X& x) {
     static_assert(ArrayLike<X>, "GlobalAvgPool2d: input must be an NDArray or an elementwise expression");
-    return global_avg_pool2d(x);
+    if constexpr (graph::is_symbolic_v<X>) return dl::global_avg_pool2d(x);  // a graph node (a mean over H, W)
+    else return global_avg_pool2d(x);
   }
   template <class X>
   auto operator()(const X& x) { return forward(x); }
