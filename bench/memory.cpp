@@ -13,12 +13,17 @@
 //   eager+sqrt     checkpoint::sqrt (segments of round(sqrt depth) blocks)
 //   eager+budget   checkpoint::balanced_budget(depth, block activation, block output): Chen's greedy
 //                  plan with the budget that minimises kept + recomputed bytes
-//   compiled ...   (reserved: graph::compile's rows go here once it exists)
+//   compiled       the blocks compiled (graph::repeat with RepeatOptions{.compiled = true}: each
+//                  block one graph::compile graph with per-call memory, one tape node), no checkpointing
+//   compiled+sqrt  the same with checkpoint::sqrt
+//   compiled+budget the same with balanced_budget from the compiled block's plan
 // peak = the allocator's peak during one step minus its bytes in use before the step (parameters,
 // their gradient buffers, the input), i.e. activations and temporaries; planned = the plan's
-// estimate for the blocks (graph::checkpoint::Plan::planned_bytes). Step time: median of --repeats
-// steps after one warm-up step; the configurations of a depth share one model and their timed
-// steps are interleaved. The PyTorch peer is bench/memory_torch.py; bench/memory.sh runs both
+// estimate for the blocks (graph::checkpoint::Plan::planned_bytes; for compiled blocks from the
+// block's memory plan: the slots it holds from forward to backward). Step time: median of --repeats
+// steps after one warm-up step; x base = the ratio to the same blocks (eager or compiled) without
+// checkpointing. The configurations of a depth share one model and their timed steps are
+// interleaved. The PyTorch peer is bench/memory_torch.py; bench/memory.sh runs both
 // and prints one table.
 //
 //   build-h5/bench/bench_memory [--threads 2] [--repeats 3] [--json] [--quick] [--depths 16,64] [--bias]
@@ -44,10 +49,10 @@ class Block : public dl::nn::Module {
  public:
   dl::nn::Dense fc;
   Block(int64_t width, float scale, bool bias) : fc(width, width, bias), scale_(scale) { register_module("fc", &Block::fc); }
+  // One template for arrays and graph symbols (compiled blocks).
   template <class X>
-  dl::NDArray<float> forward(const X& x) {
-    dl::NDArray<float> h = dl::eval(x);
-    return h + scale_ * dl::relu(fc(h));
+  auto forward(const X& x) {
+    return x + scale_ * dl::relu(fc(x));
   }
   template <class X>
   auto operator()(const X& x) { return forward(x); }
@@ -70,15 +75,17 @@ std::vector<Result> measure_depth(const std::vector<std::string>& configs, int64
                                   bool bias, int repeats) {
   dl::manual_seed(0);
   const float scale = 1.0f / std::sqrt(static_cast<float>(depth));
-  auto net = dl::graph::repeat([&] { return Block(width, scale, bias); }, depth);
+  auto net = dl::graph::repeat([&] { return Block(width, scale, bias); }, depth, ck::none{}, dl::graph::RepeatOptions{});
   const dl::Shape shape{batch, width};
-  auto policy_of = [&](const std::string& config) -> ck::Policy {
-    if (config == "eager+sqrt") return ck::sqrt{};
-    if (config == "eager+budget") {
+  // Sets the policy and the block mode of a configuration.
+  auto configure = [&](const std::string& config) {
+    net.set_compiled(config.rfind("compiled", 0) == 0);
+    net.set_policy(ck::none{});
+    if (config.ends_with("+sqrt")) net.set_policy(ck::sqrt{});
+    if (config.ends_with("+budget")) {
       auto b = net.block_bytes(shape);
-      return ck::balanced_budget(depth, b.activation, b.output);
+      net.set_policy(ck::balanced_budget(depth, b.activation, b.output));
     }
-    return ck::none{};
   };
   dl::optim::SGD opt(net.named_parameters(), 1e-3);
   auto x = dl::randn<float>(shape);
@@ -95,7 +102,7 @@ std::vector<Result> measure_depth(const std::vector<std::string>& configs, int64
   };
   std::vector<Result> out;
   for (const auto& config : configs) {
-    net.set_policy(policy_of(config));
+    configure(config);
     step();  // gradient buffers and the pool's blocks exist from here on
     const int64_t before = dl::cpu_allocator().stats().bytes_in_use;
     dl::cpu_allocator().reset_peak();
@@ -110,7 +117,7 @@ std::vector<Result> measure_depth(const std::vector<std::string>& configs, int64
   }
   for (int rep = 0; rep < repeats; ++rep)
     for (auto& r : out) {
-      net.set_policy(policy_of(r.config));
+      configure(r.config);
       const double t0 = dl::bench::now_s();
       step();
       r.times.push_back(dl::bench::now_s() - t0);
@@ -144,16 +151,18 @@ int main(int argc, char** argv) {
     for (std::string item; std::getline(ss, item, ',');) depths.push_back(std::stoll(item));
   }
   const int64_t batch = 128, width = 512;
-  const std::vector<std::string> configs{"eager", "eager+sqrt", "eager+budget"};
+  const std::vector<std::string> configs{"eager", "eager+sqrt", "eager+budget", "compiled", "compiled+sqrt", "compiled+budget"};
   if (!opt.json)
     std::printf("== memory: residual MLP width %lld, batch %lld, %s, threads %d, %d timed steps\n"
-                "%-14s %6s %-16s %12s %12s %10s %8s %10s\n",
+                "%-16s %6s %-16s %12s %12s %10s %8s %10s\n",
                 static_cast<long long>(width), static_cast<long long>(batch), bias ? "with bias" : "no bias", opt.threads, repeats, "config", "depth", "policy",
-                "peak MiB", "planned MiB", "step ms", "spread", "x eager");
+                "peak MiB", "planned MiB", "step ms", "spread", "x base");
   for (int64_t depth : depths) {
-    double eager_s = 0;
+    double eager_s = 0, compiled_s = 0;
     for (const Result& r : measure_depth(configs, depth, batch, width, bias, repeats)) {
       if (r.config == "eager") eager_s = r.timing.median_s;
+      if (r.config == "compiled") compiled_s = r.timing.median_s;
+      const double base_s = r.config.rfind("compiled", 0) == 0 ? compiled_s : eager_s;
       const double mib = 1024.0 * 1024.0;
       if (opt.json)
         std::printf("{\"bench\": \"memory\", \"side\": \"dl\", \"config\": \"%s\", \"policy\": \"%s\", \"depth\": %lld, "
@@ -163,13 +172,12 @@ int main(int argc, char** argv) {
                     static_cast<long long>(r.planned), r.timing.median_s, r.timing.spread(), r.timing.repeats, opt.threads,
                     bias ? "true" : "false");
       else
-        std::printf("%-14s %6lld %-16s %12.1f %12.1f %10.1f %8.2f %10.2f\n", r.config.c_str(), static_cast<long long>(depth),
+        std::printf("%-16s %6lld %-16s %12.1f %12.1f %10.1f %8.2f %10.2f\n", r.config.c_str(), static_cast<long long>(depth),
                     r.policy.c_str(), static_cast<double>(r.peak) / mib, static_cast<double>(r.planned) / mib,
-                    r.timing.median_s * 1e3, r.timing.spread(), r.timing.median_s / eager_s);
+                    r.timing.median_s * 1e3, r.timing.spread(), r.timing.median_s / base_s);
       std::fflush(stdout);
     }
     dl::cpu_allocator().empty_cache();  // the next depth starts from a clean pool
-    // compiled, compiled+sqrt: reserved for graph::compile (issue #5's compiled path).
   }
   return 0;
 }

@@ -2,7 +2,8 @@
 # memory driver: dl (bench/memory.cpp) and PyTorch (bench/memory_torch.py) on the same deep residual
 # MLP training step (width 512, batch 128, depths 16/64/256/1024), one after the other, one table:
 # peak memory of activations and temporaries, its growth from depth 64, step time and the ratio to
-# the same side without checkpointing; then the issue's targets, checked.
+# the same side and block mode (eager or compiled) without checkpointing; then the issue's targets,
+# checked (dl's compiled rows: graph::repeat with compiled blocks).
 #
 #   bash bench/memory.sh                          # builds build-h5/bench/bench_memory, all depths
 #   bash bench/memory.sh --builddir build --quick # depths 16 and 64 only (smoke run)
@@ -54,10 +55,13 @@ configs = []
 for r in rows:
     if r["config"] not in configs:
         configs.append(r["config"])
-eager_of = {"dl": "eager", "torch": "torch eager"}
+def base_of(r):  # the same side and block mode without checkpointing
+    if r["side"] == "torch":
+        return "torch eager"
+    return "compiled" if r["config"].startswith("compiled") else "eager"
 mib = 2.0 ** 20
-print(f"{'depth':>5}  {'side':<6} {'config':<14} {'policy':<16} {'peak MiB':>9} {'planned':>8} {'/peak64':>8} "
-      f"{'step ms':>9} {'spread':>6} {'x eager':>8}")
+print(f"{'depth':>5}  {'side':<6} {'config':<16} {'policy':<16} {'peak MiB':>9} {'planned':>8} {'/peak64':>8} "
+      f"{'step ms':>9} {'spread':>6} {'x base':>8}")
 for depth in sorted({r["depth"] for r in rows}):
     for c in configs:
         r = by.get((c, depth))
@@ -65,27 +69,39 @@ for depth in sorted({r["depth"] for r in rows}):
             continue
         base = by.get((c, 64))
         growth = f"{r['peak_bytes'] / base['peak_bytes']:.2f}" if base and base["peak_bytes"] else "-"
-        eager = by.get((eager_of[r["side"]], depth))
+        b = by.get((base_of(r), depth))
         planned = f"{r['planned_bytes'] / mib:.1f}" if "planned_bytes" in r else "-"
-        print(f"{depth:>5}  {r['side']:<6} {c:<14} {r['policy']:<16} {r['peak_bytes'] / mib:>9.1f} {planned:>8} {growth:>8} "
-              f"{r['median_s'] * 1e3:>9.1f} {r['spread']:>6.2f} {r['median_s'] / eager['median_s']:>8.2f}")
-    print(f"{depth:>5}  {'dl':<6} {'compiled':<14} (reserved: graph::compile rows, issue #5's compiled path)")
+        print(f"{depth:>5}  {r['side']:<6} {c:<16} {r['policy']:<16} {r['peak_bytes'] / mib:>9.2f} {planned:>8} {growth:>8} "
+              f"{r['median_s'] * 1e3:>9.1f} {r['spread']:>6.2f} {r['median_s'] / b['median_s']:>8.2f}")
 print()
 def get(c, d, k):
     r = by.get((c, d))
     return r[k] if r else None
+def ok(cond):
+    return "met" if cond else "MISSED"
 top = max(r["depth"] for r in rows)
-if get("eager+sqrt", 64, "peak_bytes") and top > 64:
-    g = get("eager+sqrt", top, "peak_bytes") / get("eager+sqrt", 64, "peak_bytes")
-    e = get("eager", top, "peak_bytes") / get("eager", 64, "peak_bytes")
-    print(f"target: dl sqrt peak({top})/peak(64) = {g:.2f} (<= 5: {'met' if g <= 5 else 'MISSED'}); eager grows {e:.1f}x")
-for d in sorted({r["depth"] for r in rows}):
-    s, e = get("eager+sqrt", d, "median_s"), get("eager", d, "median_s")
+depths = sorted({r["depth"] for r in rows})
+for d in depths:
+    if d < 64 or not get("compiled", d, "peak_bytes"):
+        continue
+    pr = get("compiled", d, "planned_bytes") / get("eager", d, "planned_bytes")
+    mr = get("compiled", d, "peak_bytes") / get("eager", d, "peak_bytes")
+    print(f"target, depth {d}: compiled planned {pr:.2f}x eager's (<= 0.5: {ok(pr <= 0.5)}); measured peak {mr:.2f}x eager's")
+for mode in ("eager", "compiled"):
+    if get(f"{mode}+sqrt", 64, "peak_bytes") and get(f"{mode}+sqrt", top, "peak_bytes") and top > 64:
+        g = get(f"{mode}+sqrt", top, "peak_bytes") / get(f"{mode}+sqrt", 64, "peak_bytes")
+        e = get(mode, top, "peak_bytes") / get(mode, 64, "peak_bytes")
+        print(f"target: dl {mode}+sqrt peak({top})/peak(64) = {g:.2f} (<= 5: {ok(g <= 5)}); {mode} without checkpointing grows {e:.1f}x")
+for d in depths:
     ts, te = get("torch+sqrt", d, "median_s"), get("torch eager", d, "median_s")
-    ps, pt = get("eager+sqrt", d, "peak_bytes"), get("torch+sqrt", d, "peak_bytes")
-    line = f"target, depth {d}: dl sqrt time {s / e:.2f}x eager (<= 1.35: {'met' if s / e <= 1.35 else 'MISSED'})"
-    if ts and pt:
-        line += (f"; peak dl {ps / mib:.1f} MiB vs PyTorch {pt / mib:.1f} MiB ({'met' if ps <= pt else 'MISSED'}); "
-                 f"overhead dl {s / e:.2f}x vs PyTorch {ts / te:.2f}x ({'met' if s / e <= ts / te else 'MISSED'})")
-    print(line)
+    pt = get("torch+sqrt", d, "peak_bytes")
+    for mode in ("eager", "compiled"):
+        s, e, ps = get(f"{mode}+sqrt", d, "median_s"), get(mode, d, "median_s"), get(f"{mode}+sqrt", d, "peak_bytes")
+        if not (s and e):
+            continue
+        line = f"target, depth {d}: dl {mode}+sqrt time {s / e:.2f}x {mode} (<= 1.35: {ok(s / e <= 1.35)})"
+        if ts and pt:
+            line += (f"; peak dl {ps / mib:.2f} MiB vs PyTorch {pt / mib:.2f} MiB ({ok(ps <= pt)}); "
+                     f"overhead dl {s / e:.2f}x vs PyTorch {ts / te:.2f}x ({ok(s / e <= ts / te)})")
+        print(line)
 EOF

@@ -3,7 +3,8 @@
 //   784 -> Dense -> [ h + s * fc2(dropout(relu(fc1 h))) ] x depth -> relu -> Dense -> 10
 //
 // The blocks are one dl::graph::repeat; --checkpoint picks the policy (none, sqrt, every=K,
-// budget=BYTES). s = 1/sqrt(depth) by default keeps the stack close to the identity at the start,
+// budget=BYTES); --compiled (the common trainer's flag) runs each block as a compiled graph
+// (graph::compile with per-call memory: one tape node per block, inside the same segments). s = 1/sqrt(depth) by default keeps the stack close to the identity at the start,
 // so a thousand blocks train without normalisation. Before training, it prints the planned memory
 // of the blocks and the measured peak of one training step: the allocator's peak minus what was
 // allocated before the step (parameters, gradients, optimizer state, the batch).
@@ -11,6 +12,7 @@
 //   build-release/examples/train_deep                                    # depth 1000, sqrt, 1 epoch
 //   build-release/examples/train_deep --depth 1000 --checkpoint none --limit-train 12800
 //   build-release/examples/train_deep --checkpoint budget=4M --width 128 --epochs 3 --log deep.csv
+//   build-release/examples/train_deep --compiled --checkpoint sqrt
 //
 // The other flags are the common trainer's (examples/common/trainer.hpp), except that the file of
 // a training checkpoint is --save-checkpoint here: --checkpoint is the policy.
@@ -35,10 +37,10 @@ class ResidualBlock : public dl::nn::Module {
     register_module("fc2", &ResidualBlock::fc2);
     register_module("dropout", &ResidualBlock::dropout);
   }
+  // One template for arrays (eager) and graph symbols (--compiled).
   template <class X>
-  dl::NDArray<float> forward(const X& x) {
-    dl::NDArray<float> h = dl::eval(x);
-    return h + scale_ * fc2(dropout(dl::relu(fc1(h))));  // scale, add: one fused pass
+  auto forward(const X& x) {
+    return x + scale_ * fc2(dropout(dl::relu(fc1(x))));  // scale, add: one fused pass
   }
   template <class X>
   auto operator()(const X& x) { return forward(x); }
@@ -53,9 +55,11 @@ class DeepMlp : public dl::nn::Module {
   dl::graph::Repeat<ResidualBlock> body;
   dl::nn::Dense head;
 
-  DeepMlp(int64_t depth, int64_t width, int64_t hidden, float scale, double dropout_p, dl::graph::checkpoint::Policy policy)
+  DeepMlp(int64_t depth, int64_t width, int64_t hidden, float scale, double dropout_p, dl::graph::checkpoint::Policy policy,
+          bool compiled)
       : stem(784, width),
-        body([&] { return ResidualBlock(width, hidden, scale, dropout_p); }, depth, std::move(policy)),
+        body([&] { return ResidualBlock(width, hidden, scale, dropout_p); }, depth, std::move(policy),
+             dl::graph::RepeatOptions{.compiled = compiled}),
         head(width, 10) {
     register_module("stem", &DeepMlp::stem);
     register_module("body", &DeepMlp::body);
@@ -69,6 +73,9 @@ class DeepMlp : public dl::nn::Module {
   }
   template <class X>
   auto operator()(const X& x) { return forward(x); }
+  // --compiled (examples/common/trainer.hpp): each block a compiled graph, one tape node each,
+  // inside the checkpointed segments; the step itself stays eager.
+  void compile_blocks() { body.set_compiled(true); }
 };
 
 // Bytes of every parameter, gradient buffer and optimizer state the step keeps, and the peak of
@@ -98,8 +105,8 @@ void report_memory(const DeepMlp& net, const examples::TrainConfig& config, int6
   dl::default_generator().set_state(rng);
   int64_t param_bytes = 0;
   for (const auto& p : net.parameters()) param_bytes += p.numel() * static_cast<int64_t>(sizeof(float));
-  std::printf("train_deep: %lld blocks, checkpoint %s: %s\n", static_cast<long long>(copy.body.size()),
-              copy.body.policy().to_string().c_str(), plan.to_string().c_str());
+  std::printf("train_deep: %lld %s blocks, checkpoint %s: %s\n", static_cast<long long>(copy.body.size()),
+              copy.body.compiled() ? "compiled" : "eager", copy.body.policy().to_string().c_str(), plan.to_string().c_str());
   std::printf("train_deep: planned %s for the blocks' activations; measured step peak %s above parameters (%s), "
               "gradients and optimizer state\n",
               format_bytes(plan.planned_bytes()).c_str(), format_bytes(peak).c_str(), format_bytes(param_bytes).c_str());
@@ -134,7 +141,7 @@ int main(int argc, char** argv) {
     if (config.threads > 0) dl::set_num_threads(config.threads);
     dl::manual_seed(config.seed);
     const float s = scale > 0 ? static_cast<float>(scale) : static_cast<float>(1.0 / std::sqrt(static_cast<double>(depth)));
-    DeepMlp net(depth, width, hidden, s, dropout, policy);
+    DeepMlp net(depth, width, hidden, s, dropout, policy, config.compiled);
     report_memory(net, config, width);
     return examples::run_training("train_deep", net, config);
   });

@@ -1,6 +1,7 @@
 // graph::repeat: n parameter sets with dotted names, forward in order, and checkpointing that
 // changes nothing but memory: gradients bit-identical under every policy, the same dropout masks in
-// the recomputation, batch-norm running statistics updated once, and a smaller measured peak.
+// the recomputation, batch-norm running statistics updated once, a smaller measured peak, and the
+// last segment not recomputed. (Compiled blocks: test_repeat_compiled.cpp.)
 #include <doctest/doctest.h>
 
 #include <string>
@@ -226,6 +227,42 @@ TEST_CASE("repeat: planned memory, and checkpointing lowers the measured peak") 
   CHECK(eager >= 64 * bytes.activation);
   CHECK(sqrt * 3 < eager);
   CHECK(sqrt < 2 * planned.planned_bytes() + 8 * one);
+}
+
+namespace {
+// Counts its forward passes.
+struct CountBlock : nn::Module {
+  nn::Dense fc{4, 4};
+  int* calls;
+  explicit CountBlock(int* c) : calls(c) { register_module("fc", &CountBlock::fc); }
+  NDArray<float> operator()(const NDArray<float>& x) {
+    ++*calls;
+    return x + fc(x);
+  }
+};
+}  // namespace
+
+TEST_CASE("repeat: the last segment runs with the tape, the others are recomputed once") {
+  int calls = 0;
+  auto net = graph::repeat([&] { return CountBlock(&calls); }, 10);
+  auto x = randn<float>({2, 4});
+  auto forward_passes = [&](const ck::Policy& policy, bool recording) {
+    net.set_policy(policy);
+    calls = 0;
+    NDArray<float> y;
+    {
+      autograd::record rec(recording);
+      y = net(x);
+    }
+    if (recording) y.backward(ones<float>({2, 4}));
+    return calls;
+  };
+  CHECK(forward_passes(ck::none{}, true) == 10);
+  CHECK(forward_passes(ck::every{3}, true) == 10 + 9);  // segments 0-2, 3-5, 6-8 recomputed; block 9 not
+  CHECK(forward_passes(ck::every{4}, true) == 10 + 8);  // 0-3, 4-7 recomputed; 8-9 not
+  CHECK(forward_passes(ck::every{1}, true) == 10 + 9);
+  CHECK(forward_passes(ck::every{20}, true) == 10);     // one segment: nothing recomputed
+  CHECK(forward_passes(ck::sqrt{}, false) == 10);       // no tape: no checkpointing
 }
 
 namespace {

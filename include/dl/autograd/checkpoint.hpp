@@ -4,6 +4,8 @@
 // the recomputation, so dropout masks are the same in both passes; parameters that fn captures
 // receive their gradients from the nested backward. While fn is recomputed, is_recomputing() is
 // true: state updates that must happen once per step (batch-norm running statistics) check it.
+// During backward the recomputed output's storage is let go before fn's backward runs (it
+// duplicates the output kept by forward), so a segment's backward holds only its activations.
 //
 //   auto y = dl::autograd::checkpoint([&](const auto& h) { return block.forward(h); }, x);
 #pragma once
@@ -97,7 +99,15 @@ auto checkpoint(Fn fn, const NDArray<First>& first, const NDArray<Rest>&... rest
       y = call(leaves);
     }
     default_generator().set_state(saved);
-    if (y.tracks_grad()) y.backward(g);
+    if (y.tracks_grad()) {
+      // The recomputed output duplicates the one forward kept, and backward reads only its tape:
+      // start backward from a handle on the gradient's memory that carries y's tape, and let y's
+      // storage go first (a node that needs its output, like exp's, keeps its own handle).
+      NDArray<T> root = g.detach();
+      root.grad_meta() = std::move(y.grad_meta());
+      y = NDArray<T>();
+      root.backward(g);
+    }
     std::vector<NDArray<T>> grads(N);
     for (size_t i = 0; i < N; ++i)
       if (sinks[i]) grads[i] = std::move(sinks[i]->grad);  // undefined when y does not depend on input i

@@ -1,7 +1,9 @@
 // Checkpoint policies: which block inputs of a deep stack are kept for backward, and which are
 // recomputed. A stack of n blocks is cut into segments; each segment runs once without a tape and
 // is recomputed (with the tape) during backward, so only segment boundaries stay alive between the
-// two passes (Chen et al. 2016, "Training Deep Nets with Sublinear Memory Cost").
+// two passes (Chen et al. 2016, "Training Deep Nets with Sublinear Memory Cost"). graph::repeat
+// runs the last segment with the tape instead (its backward comes first: the same peak, one
+// segment's recomputation less), so the plan's figures below stay an upper bound.
 //
 //   none          no checkpointing: every block keeps its activations (one segment, not recomputed)
 //   every(k)      segments of k blocks: n/k boundaries kept, k blocks recomputed at a time
@@ -160,7 +162,8 @@ struct Plan {
   }
   int64_t planned_bytes() const { return kept_bytes + segment_bytes; }
   // Forward passes over the blocks per training step: 2 with checkpointing (one to keep the
-  // boundaries, one to recompute the segments), 1 without.
+  // boundaries, one to recompute the segments; at most 2, since graph::repeat does not recompute the
+  // last segment), 1 without.
   int forward_passes() const { return checkpointed ? 2 : 1; }
 
   std::string to_string() const {

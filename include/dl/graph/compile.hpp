@@ -15,12 +15,24 @@
 //
 // Results are views into the plan's memory, valid until the next call: clone() one to keep it.
 // Called inside an autograd::record scope (operator()), a compiled graph becomes ONE tape node.
+//
+// Per-call memory (CompileOptions{.keep_memory = false}) is for many graphs alive at once, e.g. the
+// compiled blocks of graph::repeat: each call binds a fresh plan, takes its slots from the pooled
+// allocator and gives them back when done: after forward(), or after the tape node's backward
+// (slots that only backward uses are taken when it starts). Results are arrays the caller owns.
+//
+//   auto block = dl::graph::compile([&](auto h) { return h + 0.5f * dl::relu(fc(h)); },
+//                                   dl::graph::CompileOptions{.keep_memory = false});
+//   { dl::autograd::record rec; y = block(x); }   // holds fc's output and y until backward
+
 // The graph holds the parameters by handle: keep the module (and fn's captures) alive, and
 // update parameters in place (optimizers do); recompile after rebinding a parameter handle.
 #pragma once
 #include <array>
+#include <climits>
 #include <iosfwd>
 #include <memory>
+#include <optional>
 #include <ostream>
 #include <sstream>
 #include <string>
@@ -29,13 +41,25 @@
 #include <utility>
 
 #include "dl/autograd/engine.hpp"
+#include "dl/graph/dropout_ops.hpp"
 #include "dl/graph/exec.hpp"
+#include "dl/graph/indexing_ops.hpp"
+#include "dl/graph/loss_ops.hpp"
+#include "dl/graph/matmul_ops.hpp"
+#include "dl/graph/norm_ops.hpp"
+#include "dl/graph/reduce_ops.hpp"
+#include "dl/graph/shape_ops.hpp"
+#include "dl/graph/softmax_ops.hpp"
 #include "dl/graph/sym.hpp"
+#include "dl/nn/module.hpp"
 
 namespace dl::graph {
 
 struct CompileOptions {
   bool memory_plan = true;  // false: every buffer gets its own memory (for comparison)
+  // true: the plan keeps its slots between calls (no allocation after the first call; results are
+  // views valid until the next call). false: per-call memory (see above); each call plans afresh.
+  bool keep_memory = true;
 };
 
 // What the plan of a compiled graph holds (plan_report()).
@@ -46,26 +70,29 @@ struct PlanReport {
   int views = 0;              // flatten: no pass, gradient in place
   int shared_uses = 0;        // extra uses of an op node computed once (common subexpressions)
   int fused_kernels = 0;      // elementwise regions: one loop forward (+ one backward) each
-  int gemm_epilogues = 0;     // bias adds fused into the GEMM
+  int gemm_epilogues = 0;     // bias adds and activations run inside a GEMM/conv's pass (graph/exec.hpp)
   int recomputed_nodes = 0;   // elementwise values recomputed in registers by backward loops
   int steps = 0;              // forward + backward steps in topological order
   int buffers = 0;            // intermediates (values, gradients, saved statistics)
   int slots = 0;              // memory blocks after liveness
   int64_t bytes_unplanned = 0;
   int64_t bytes_planned = 0;
+  int64_t bytes_forward = 0;  // per-call memory: slots taken when forward starts (the rest: at backward)
+  bool per_call = false;
 
   std::string str() const {
     std::ostringstream o;
     o << "compiled graph (" << (training ? "forward + backward" : "forward") << ")\n"
       << "  nodes: " << op_nodes << " ops, " << elementwise_nodes << " elementwise, " << views << " views, " << shared_uses
       << " shared uses\n"
-      << "  fused kernels: " << fused_kernels << " elementwise regions, " << gemm_epilogues << " GEMM bias epilogues\n"
+      << "  fused kernels: " << fused_kernels << " elementwise regions, " << gemm_epilogues << " GEMM/conv epilogues (bias, activation)\n"
       << "  recomputed nodes: " << recomputed_nodes << " (elementwise, in registers during backward)\n"
       << "  memory: " << buffers << " buffers in " << slots << " slots, " << bytes_planned << " bytes planned vs "
       << bytes_unplanned << " bytes unplanned";
     if (bytes_unplanned > 0)
       o << " (" << static_cast<int>(100.0 * static_cast<double>(bytes_planned) / static_cast<double>(bytes_unplanned) + 0.5)
         << "%)";
+    if (per_call) o << "\n  per-call memory: " << bytes_forward << " bytes from forward until backward";
     return o.str();
   }
 };
@@ -75,6 +102,8 @@ class PlanBase {
  public:
   virtual ~PlanBase() = default;
   PlanReport report;
+  // Modules' train/eval mode count when traced (dropout and batch norm fix their mode then).
+  uint64_t mode_generation = nn::mode_generation();
 };
 
 // The logits of a graph that ends in cross_entropy (Compiled::logits()), e.g. for a training accuracy.
@@ -86,6 +115,11 @@ class LogitsSource {
 };
 template <class G> struct is_cross_entropy_node : std::false_type {};
 template <class A, class Labels> struct is_cross_entropy_node<CrossEntropyNode<A, Labels>> : std::true_type {};
+// A fused elementwise region at the root: its backward never reads its own value.
+template <class G> struct is_region_root : std::false_type {};
+template <class Op, class A> struct is_region_root<UnaryExpr<Op, A>> : std::true_type {};
+template <class Op, class A, class B> struct is_region_root<BinaryExpr<Op, A, B>> : std::true_type {};
+template <class Op, class A, class B, class C> struct is_region_root<TernaryExpr<Op, A, B, C>> : std::true_type {};
 
 // One bound plan: the graph G for arguments NDArray<Args>..., with its memory.
 template <class G, class... Args>
@@ -95,33 +129,34 @@ class Plan : public PlanBase, public LogitsSource<typename G::value_type> {
   static constexpr size_t kInputs = sizeof...(Args);
 
   Plan(const G& graph, const CompileOptions& options, bool training, bool tape, const NDArray<Args>&... args)
-      : root_(graph), training_(training) {
+      : root_(graph), training_(training), per_call_(!options.keep_memory) {
     ctx_.training = training;
     ctx_.tape = tape;
     shapes_ = {args.shape()...};
     tracked_ = {args.tracks_grad()...};
     set_inputs(args...);
     root_.plan_forward(ctx_);
+    const int forward_steps = ctx_.memory.steps();
     if (training && root_.needs_grad) {
       grad_id_ = root_.grad_id;
       root_.plan_backward(ctx_);
     }
     ctx_.memory.use(root_.value_id(), ctx_.memory.steps());  // the result outlives the call
+    // Per call, the result goes to the caller: a slot of its own (live from the first step, it
+    // shares with nothing), which the caller keeps when the plan goes.
+    if (per_call_) {
+      ctx_.memory.use(root_.value_id(), 0);
+      // An input's gradient is collected in the buffer of its first gradient (backward order),
+      // which then lives to the end and goes to the caller: no separate accumulator, no copy out.
+      root_.for_each_input([&](auto& in) {
+        if (in.needs_grad && in.first) ctx_.memory.use(in.grad_id, ctx_.memory.steps());
+      });
+    }
     if constexpr (is_cross_entropy_node<G>::value)  // and so do the logits (logits())
       ctx_.memory.use(root_.a.value_id(), ctx_.memory.steps());
-    ctx_.memory.assign(options.memory_plan);
+    ctx_.memory.assign(options.memory_plan, per_call_ ? forward_steps : INT_MAX);
     root_.bind(ctx_);
-    // Gradients of inputs (tape mode): one buffer per float input that tracks grad.
-    root_.for_each_input([&](auto& in) {
-      using In = std::remove_cvref_t<decltype(in)>;
-      if constexpr (FloatingPoint<typename In::value_type> && std::is_same_v<typename In::value_type, T>) {
-        if (in.needs_grad) {
-          auto& acc = input_grads_[static_cast<size_t>(In::index)];
-          if (!acc.defined()) acc = NDArray<T>(in.shape);
-          in.accumulator = &acc;
-        }
-      }
-    });
+    if (!per_call_) allocate_input_grads();  // per call: when backward starts
     report.training = training;
     report.op_nodes = ctx_.op_nodes;
     report.elementwise_nodes = ctx_.elementwise_nodes;
@@ -135,6 +170,8 @@ class Plan : public PlanBase, public LogitsSource<typename G::value_type> {
     report.slots = ctx_.memory.num_slots();
     report.bytes_unplanned = ctx_.memory.unplanned_bytes();
     report.bytes_planned = ctx_.memory.planned_bytes();
+    report.bytes_forward = ctx_.memory.upfront_bytes();
+    report.per_call = per_call_;
   }
 
   // Same shapes, same inputs tracking grad (tape mode) and same parameter gradient settings.
@@ -149,17 +186,33 @@ class Plan : public PlanBase, public LogitsSource<typename G::value_type> {
     set_inputs(args...);
     ++generation_;
     root_.forward();
+    // Per call, the result is the caller's; a region's backward does not read it, so the plan
+    // lets go of it (at the rebinding when backward starts), as eager autograd keeps no output.
+    if constexpr (is_region_root<G>::value)
+      if (per_call_) ctx_.memory.drop(root_.value_id());
     return root_.value;
   }
-  // Backward from a head gradient (null: 1 for a one-element output).
+  // Backward from a head gradient (null: 1 for a one-element output). Per call, a head that only
+  // the caller and the engine hold may be written over (it becomes the output gradient).
   void backward(const NDArray<T>* head) {
     check<AutogradError>(root_.needs_grad,
                          "compile: nothing to differentiate (no parameter requires grad and no input tracks grad)");
+    bool in_head = false;  // the output gradient's buffer is the head's memory (no copy)
+    if (per_call_) {  // the slots only backward uses, and the inputs' gradients
+      // A head that nobody else reads any more (the tape node's incoming gradient: the engine's
+      // handle and the caller's) becomes the output gradient's slot, as eager backward reuses it.
+      if (head && head->shape() == root_.grad.shape() && head->is_contiguous() && head->offset() == 0 &&
+          head->storage().use_count() <= 2)
+        in_head = ctx_.memory.adopt(root_.grad_id, head->storage());
+      ctx_.memory.allocate_deferred();
+      root_.bind(ctx_);
+      allocate_input_grads();
+    }
     NDArray<T>& g = root_.grad;
     if (head) {
       check<ShapeError>(head->shape() == g.shape(), "compiled graph: head gradient of shape ", head->shape(),
                         " differs from the output shape ", g.shape());
-      expr::run_assign(g, *head);
+      if (!in_head) expr::run_assign(g, *head);
     } else {
       check<AutogradError>(g.numel() == 1, "forward_backward: the output of shape ", g.shape(),
                            " is not a scalar loss; use forward() or call the graph inside autograd::record");
@@ -173,9 +226,30 @@ class Plan : public PlanBase, public LogitsSource<typename G::value_type> {
   }
   uint64_t generation() const { return generation_; }
   const NDArray<T>& input_grad(size_t i) const { return input_grads_[i]; }
+  // Per call: hands input i's gradient to the caller (the plan goes after its backward).
+  NDArray<T> take_input_grad(size_t i) { return std::move(input_grads_[i]); }
+  bool per_call() const { return per_call_; }
   bool needs_grad() const { return root_.needs_grad; }
 
  private:
+  // Gradients of inputs (tape mode): one buffer per float input that tracks grad (per call: the
+  // planned buffer of the input's first gradient, bound by now).
+  void allocate_input_grads() {
+    root_.for_each_input([&](auto& in) {
+      using In = std::remove_cvref_t<decltype(in)>;
+      if constexpr (FloatingPoint<typename In::value_type> && std::is_same_v<typename In::value_type, T>) {
+        if (in.needs_grad) {
+          auto& acc = input_grads_[static_cast<size_t>(In::index)];
+          if (per_call_) {
+            if (in.first) acc = in.grad;
+          } else if (!acc.defined()) {
+            acc = NDArray<T>(in.shape);
+          }
+          in.accumulator = &acc;
+        }
+      }
+    });
+  }
   void set_inputs(const NDArray<Args>&... args) {
     auto tuple = std::forward_as_tuple(args...);
     root_.for_each_input([&](auto& in) {
@@ -193,6 +267,7 @@ class Plan : public PlanBase, public LogitsSource<typename G::value_type> {
   Exec<G> root_;
   PlanContext ctx_;
   bool training_;
+  bool per_call_;
   int grad_id_ = -1;
   std::array<Shape, kInputs> shapes_{};
   std::array<bool, kInputs> tracked_{};
@@ -236,19 +311,19 @@ class Compiled {
   // following their grad_req. Returns the loss (a view, valid until the next call).
   template <class... Args>
   NDArray<typename graph_t<Args...>::value_type> forward_backward(const NDArray<Args>&... args) {
-    auto& plan = plan_for<Args...>(train_, true, false, args...);
+    auto plan = plan_for<Args...>(train_, true, false, args...);
     autograd::pause no_tape;
-    const auto& out = plan.forward(args...);
-    plan.backward(nullptr);
+    NDArray<typename graph_t<Args...>::value_type> out = plan->forward(args...);
+    plan->backward(nullptr);
     return out;
   }
 
   // Inference: forward only (no gradient buffers, shorter liveness). A view, valid until the next call.
   template <class... Args>
   NDArray<typename graph_t<Args...>::value_type> forward(const NDArray<Args>&... args) {
-    auto& plan = plan_for<Args...>(infer_, false, false, args...);
+    auto plan = plan_for<Args...>(infer_, false, false, args...);
     autograd::pause no_tape;
-    return plan.forward(args...);
+    return plan->forward(args...);
   }
 
   // Inside an autograd::record scope with something to differentiate: the whole graph is ONE tape
@@ -258,13 +333,14 @@ class Compiled {
   NDArray<typename graph_t<Args...>::value_type> operator()(const NDArray<Args>&... args) {
     using T = typename graph_t<Args...>::value_type;
     if (!autograd::is_recording()) return forward(args...);
-    auto& plan = plan_for<Args...>(tape_, true, true, args...);
+    auto p = plan_for<Args...>(tape_, true, true, args...);
     NDArray<T> out;
     {
       autograd::pause no_tape;
-      out = plan.forward(args...).clone();
+      out = p->forward(args...);
+      if (!p->per_call()) out = out.clone();  // the plan's own memory is overwritten by the next call
     }
-    if (!plan.needs_grad()) return out;  // nothing to differentiate: no tape node
+    if (!p->needs_grad()) return out;  // nothing to differentiate: no tape node
     auto node = std::make_shared<autograd::FunctionNode<T>>();
     node->name = "compiled_graph";
     std::vector<size_t> float_inputs;
@@ -281,16 +357,18 @@ class Compiled {
       ++i;
     };
     (add_input(args), ...);
-    using P = Plan<graph_t<Args...>, Args...>;
-    std::shared_ptr<P> p = std::static_pointer_cast<P>(tape_);
+    // The node owns the plan: per call, its slots go back when the engine releases the node.
     node->backward = [p, gen = p->generation(), float_inputs](const NDArray<T>& g) {
       check<AutogradError>(p->generation() == gen,
                            "compiled graph: it ran again before the backward of an earlier call; "
                            "call backward first (the plan's saved activations were overwritten)");
-      NDArray<T> head = g.contiguous();
+      NDArray<T> head = g.contiguous();  // per call: with g, the only handles on it (backward may write into it)
       p->backward(&head);
       std::vector<NDArray<T>> grads;
-      for (size_t k : float_inputs) grads.push_back(p->input_grad(k).defined() ? p->input_grad(k).clone() : NDArray<T>());
+      for (size_t k : float_inputs) {
+        if (!p->input_grad(k).defined()) grads.emplace_back();
+        else grads.push_back(p->per_call() ? p->take_input_grad(k) : p->input_grad(k).clone());
+      }
       return grads;
     };
     out.grad_meta() = std::make_shared<autograd::GradMeta<T>>();
@@ -302,6 +380,7 @@ class Compiled {
   // valid until the next call), e.g. for the training accuracy without a second forward pass.
   template <class T = float>
   NDArray<T> logits() const {
+    check<ValueError>(options_.keep_memory, "logits: a graph with per-call memory (keep_memory = false) keeps no logits");
     auto* p = dynamic_cast<const LogitsSource<T>*>(train_.get());
     check<ValueError>(p != nullptr, "logits: no forward_backward has run yet (or its loss is not of this element type)");
     return p->logits();
@@ -309,6 +388,7 @@ class Compiled {
 
   // The plan of the last forward_backward (else forward, else tape) call: nodes, fusion, memory.
   PlanReport plan_report() const {
+    if (!options_.keep_memory && last_report_) return *last_report_;
     if (train_) return train_->report;
     if (infer_) return infer_->report;
     if (tape_) return tape_->report;
@@ -341,12 +421,13 @@ class Compiled {
     (one(args), ...);
   }
 
+  // The plan for these arguments: the kept one if it matches, else a fresh one (kept in `slot`
+  // unless memory is per call: then the caller's handle is the only one).
   template <class... Args>
-  Plan<graph_t<Args...>, Args...>& plan_for(std::shared_ptr<PlanBase>& slot, bool training, bool tape,
-                                            const NDArray<Args>&... args) {
+  std::shared_ptr<Plan<graph_t<Args...>, Args...>> plan_for(std::shared_ptr<PlanBase>& slot, bool training, bool tape,
+                                                            const NDArray<Args>&... args) {
     using P = Plan<graph_t<Args...>, Args...>;
-    auto* p = dynamic_cast<P*>(slot.get());
-    if (p && p->matches(args...)) return *p;
+    if (auto p = std::dynamic_pointer_cast<P>(slot); p && p->matches(args...) && p->mode_generation == nn::mode_generation()) return p;
     check_ranks(args...);
     slot.reset();  // free the old plan's memory before binding the new one
     auto graph = [&] {
@@ -354,15 +435,16 @@ class Compiled {
       return trace<Args...>(std::index_sequence_for<Args...>{});
     }();
     auto fresh = std::make_shared<P>(graph, options_, training, tape, args...);
-    p = fresh.get();
-    slot = std::move(fresh);
-    return *p;
+    if (options_.keep_memory) slot = fresh;
+    else last_report_ = fresh->report;
+    return fresh;
   }
 
   Fn fn_;
   CompileOptions options_;
   std::tuple<Syms...> syms_;
   std::shared_ptr<PlanBase> train_, infer_, tape_;
+  std::optional<PlanReport> last_report_;  // per-call memory: the report of the last call's plan
 };
 
 // compile(fn): fn takes one symbol per input (generic lambda) and returns a symbol expression.

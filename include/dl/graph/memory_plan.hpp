@@ -6,6 +6,9 @@
 // written over the gradient it is computed from at the same element) share one slot outright.
 // Slots are allocated once when the plan is bound; views into them never allocate, so later
 // calls with the same shapes allocate nothing. With planning off every buffer gets its own slot.
+// A plan bound per call (CompileOptions::keep_memory = false) defers the slots that only backward
+// uses (first use at or after `defer_from`): allocate_deferred() takes them when backward starts,
+// so a tape node holds only its forward values between the two passes.
 #pragma once
 #include <algorithm>
 #include <climits>
@@ -46,8 +49,9 @@ class MemoryPlan {
   int next_step() { return step_++; }
   int steps() const { return step_; }
 
-  // Liveness-based slot assignment, then one allocation per slot.
-  void assign(bool enabled) {
+  // Liveness-based slot assignment, then one allocation per slot (except the slots whose first
+  // use is at or after step `defer_from`: allocate_deferred()).
+  void assign(bool enabled, int defer_from = INT_MAX) {
     const size_t n = buffers_.size();
     if (!enabled)  // no in-place either: every buffer its own memory
       for (size_t i = 0; i < n; ++i) parent_[i] = static_cast<int>(i);
@@ -68,7 +72,7 @@ class MemoryPlan {
     std::sort(roots.begin(), roots.end(), [&](int a, int b) {
       return merged[static_cast<size_t>(a)].first < merged[static_cast<size_t>(b)].first;
     });
-    struct Slot { int64_t bytes; int last; };
+    struct Slot { int64_t bytes; int first, last; };
     std::vector<Slot> slots;
     for (int r : roots) {
       auto& b = merged[static_cast<size_t>(r)];
@@ -86,7 +90,7 @@ class MemoryPlan {
         }
       }
       if (best < 0) {
-        slots.push_back({b.bytes, b.last});
+        slots.push_back({b.bytes, b.first, b.last});
         best = static_cast<int>(slots.size()) - 1;
       } else {
         slots[static_cast<size_t>(best)].bytes = std::max(slots[static_cast<size_t>(best)].bytes, b.bytes);
@@ -97,11 +101,38 @@ class MemoryPlan {
     slot_of_.assign(n, -1);
     for (size_t i = 0; i < n; ++i) slot_of_[i] = merged[static_cast<size_t>(root(static_cast<int>(i)))].slot;
     storage_.clear();
-    planned_bytes_ = 0;
-    for (const auto& s : slots) {
-      storage_.push_back(Storage::allocate(static_cast<size_t>(s.bytes)));
+    slot_bytes_.clear();
+    dropped_.assign(slots.size(), false);
+    planned_bytes_ = upfront_bytes_ = 0;
+    for (const auto& s : slots) {  // roots in order of first use: a slot's first use is its first buffer's
+      const bool deferred = s.first >= defer_from;
+      storage_.push_back(deferred ? nullptr : Storage::allocate(static_cast<size_t>(s.bytes)));
+      slot_bytes_.push_back(s.bytes);
       planned_bytes_ += s.bytes;
+      if (!deferred) upfront_bytes_ += s.bytes;
     }
+  }
+  // Allocates the slots assign() deferred; views bound before this are undefined handles: bind again.
+  void allocate_deferred() {
+    for (size_t s = 0; s < storage_.size(); ++s)
+      if (!storage_[s] && !dropped_[s]) storage_[s] = Storage::allocate(static_cast<size_t>(slot_bytes_[s]));
+  }
+  // Makes `storage` the memory of buffer `id`'s slot if that slot is not allocated yet (deferred)
+  // and fits in it; returns whether it did. Views bound after this see the storage.
+  bool adopt(int id, const std::shared_ptr<Storage>& storage) {
+    if (id < 0 || !storage) return false;
+    const auto s = static_cast<size_t>(slot_of_[static_cast<size_t>(id)]);
+    if (storage_[s] || dropped_[s] || static_cast<int64_t>(storage->bytes()) < slot_bytes_[s]) return false;
+    storage_[s] = storage;
+    return true;
+  }
+  // Lets go of the slot of buffer `id` (a result handed to the caller that the rest of the pass
+  // does not read): views bound after this are undefined handles.
+  void drop(int id) {
+    if (id < 0) return;
+    const auto s = static_cast<size_t>(slot_of_[static_cast<size_t>(id)]);
+    storage_[s] = nullptr;
+    dropped_[s] = true;
   }
 
   // A contiguous view of buffer `id` with the given shape (no allocation).
@@ -114,6 +145,7 @@ class MemoryPlan {
   int num_slots() const { return static_cast<int>(storage_.size()); }
   int64_t unplanned_bytes() const { return unplanned_bytes_; }
   int64_t planned_bytes() const { return planned_bytes_; }
+  int64_t upfront_bytes() const { return upfront_bytes_; }  // allocated by assign(), before deferred slots
 
  private:
   struct Buffer { int64_t bytes; int first, last, slot; };
@@ -124,9 +156,11 @@ class MemoryPlan {
   }
   std::vector<Buffer> buffers_;
   std::vector<int> parent_, slot_of_;
-  std::vector<std::shared_ptr<Storage>> storage_;
+  std::vector<std::shared_ptr<Storage>> storage_;  // null: a deferred slot not allocated yet
+  std::vector<int64_t> slot_bytes_;
+  std::vector<bool> dropped_;
   int step_ = 0;
-  int64_t unplanned_bytes_ = 0, planned_bytes_ = 0;
+  int64_t unplanned_bytes_ = 0, planned_bytes_ = 0, upfront_bytes_ = 0;
 };
 
 }  // namespace dl::graph

@@ -15,7 +15,25 @@
 // with the allocator's bytes in use while its tape is alive) and caches the figure per input shape.
 // The probe restores the RNG state and runs as a recomputation, so it changes nothing a step sees.
 // Checkpointing only acts while recording (autograd::record); otherwise the blocks just run.
+// Like PyTorch's checkpoint_sequential, the last segment is not recomputed: it runs with the tape
+// (its backward comes first, so the peak is the same and one segment's recomputation is saved).
 // The tape refers to the module: keep it alive until backward has run.
+//
+// Compiled blocks (RepeatOptions{.compiled = true}): each block runs as a graph::compile graph
+// with per-call memory (CompileOptions::keep_memory = false), under the tape ONE node per block,
+// inside the same segments and checkpoints, so every policy works for them. The block's forward
+// must be a template that runs on symbols as well as on arrays (no dl::eval inside):
+//
+//   struct Block : dl::nn::Module {
+//     dl::nn::Dense fc{512, 512, false};
+//     template <class X> auto forward(const X& x) { return x + 0.5f * dl::relu(fc(x)); }
+//     template <class X> auto operator()(const X& x) { return forward(x); }
+//   };
+//   auto body = dl::graph::repeat([] { return Block(); }, 1024, dl::graph::checkpoint::sqrt{},
+//                                 dl::graph::RepeatOptions{.compiled = true});
+//
+// A block's plan holds its memory only from its forward to its backward (a tape node) or for its
+// call (no tape): n compiled blocks hold what n eager blocks hold, not n plans' slots for good.
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -27,11 +45,25 @@
 #include "dl/autograd/checkpoint.hpp"
 #include "dl/core/allocator.hpp"
 #include "dl/graph/checkpoint_policy.hpp"
+#include "dl/graph/compile.hpp"
 #include "dl/ndarray/creation.hpp"
 #include "dl/nn/module.hpp"
 #include "dl/nn/module_list.hpp"
 
 namespace dl::graph {
+
+struct RepeatOptions {
+  // Run each block as a compiled graph (one tape node per block); the block's forward must run on
+  // symbols. Switchable later (set_compiled) when constructed with RepeatOptions.
+  bool compiled = false;
+};
+
+// Whether Block's operator() builds a graph from a symbol (what compiled blocks need).
+template <class Block, class = void>
+struct runs_on_symbols : std::false_type {};
+template <class Block>
+struct runs_on_symbols<Block, std::void_t<decltype(std::declval<Block&>()(std::declval<const Input<float, -1, 0>&>()))>>
+    : std::bool_constant<is_symbolic_v<decltype(std::declval<Block&>()(std::declval<const Input<float, -1, 0>&>()))>> {};
 
 template <class Block>
 class Repeat : public nn::Module {
@@ -50,14 +82,37 @@ class Repeat : public nn::Module {
     }
     register_module("blocks", &Repeat::blocks);
   }
+  // The same with options (compiled blocks: Block's forward must run on symbols).
+  template <class MakeBlock>
+  Repeat(MakeBlock&& make_block, int64_t n, checkpoint::Policy policy, RepeatOptions options)
+      : Repeat(std::forward<MakeBlock>(make_block), n, std::move(policy)) {
+    static_assert(runs_on_symbols<Block>::value,
+                  "repeat: RepeatOptions (compiled blocks) needs a block whose operator() is a template that runs on "
+                  "graph symbols and returns a symbol expression (no dl::eval inside)");
+    run_compiled_ = [](Block& block, const NDArray<float>& x, PlanReport* report) {
+      Compiled<BlockGraph> graph(BlockGraph{&block}, CompileOptions{.keep_memory = false});
+      NDArray<float> y = graph(x);
+      if (report) *report = graph.plan_report();
+      return y;
+    };
+    set_compiled(options.compiled);
+  }
 
   int64_t size() const { return static_cast<int64_t>(blocks.size()); }
   const checkpoint::Policy& policy() const { return policy_; }
   void set_policy(checkpoint::Policy policy) { policy_ = std::move(policy); }
+  bool compiled() const { return compiled_; }
+  void set_compiled(bool compiled) {
+    check<ValueError>(!compiled || run_compiled_, "repeat: compiled blocks need the RepeatOptions constructor "
+                                                   "(graph::repeat(make_block, n, policy, RepeatOptions{.compiled = true}))");
+    if (compiled != compiled_) probe_.reset();
+    compiled_ = compiled;
+  }
 
   // Activation bytes of one block (what it keeps alive for backward, output included) and its
   // output bytes, for an input of this shape in the module's current train/eval mode. Measured
-  // once per shape and mode.
+  // once per shape and mode; compiled blocks take the figure from the block's plan (the slots it
+  // holds from forward to backward).
   struct BlockBytes {
     int64_t activation = 0;
     int64_t output = 0;
@@ -93,6 +148,7 @@ class Repeat : public nn::Module {
     }
     for (size_t s = 0; s < starts.size(); ++s) {
       const int64_t begin = starts[s], end = s + 1 < starts.size() ? starts[s + 1] : n;
+      if (s + 1 == starts.size()) return run_range(begin, end, std::move(h));  // the last: with the tape
       h = autograd::checkpoint([this, begin, end](const NDArray<float>& in) { return run_range(begin, end, in); }, h);
     }
     return h;
@@ -101,9 +157,22 @@ class Repeat : public nn::Module {
   auto operator()(const X& x) { return forward(x); }
 
  private:
+  // Compiled blocks trace the block with a pointer to it: a fresh graph per call (per-call memory
+  // keeps nothing between calls), so copies and moves of the module need nothing rebuilt.
+  struct BlockGraph {
+    Block* block;
+    template <class X>
+    auto operator()(const X& x) const { return (*block)(x); }
+  };
+  NDArray<float> run_block(int64_t i, const NDArray<float>& h, PlanReport* report = nullptr) {
+    Block& block = blocks[static_cast<size_t>(i)];
+    if (compiled_) return run_compiled_(block, h, report);
+    return dl::eval(block(h));
+  }
+
   NDArray<float> run_range(int64_t begin, int64_t end, NDArray<float> h) {
     for (int64_t i = begin; i < end; ++i) {
-      NDArray<float> out = dl::eval(blocks[static_cast<size_t>(i)](h));
+      NDArray<float> out = run_block(i, h);
       check<ShapeError>(out.shape() == h.shape(), "repeat: block ", i, " maps ", h.shape(), " to ", out.shape(),
                         "; repeated blocks must keep the shape of their input");
       h = std::move(out);
@@ -121,11 +190,12 @@ class Repeat : public nn::Module {
       leaf.attach_grad();  // allocated before the measurement: an input's gradient is not the block's
       const int64_t before = cpu_allocator().stats().bytes_in_use;
       NDArray<float> y;
+      PlanReport report;
       {
         autograd::record rec(true);
-        y = dl::eval(blocks[0](leaf));
+        y = run_block(0, leaf, &report);
       }
-      b.activation = cpu_allocator().stats().bytes_in_use - before;
+      b.activation = compiled_ ? report.bytes_forward : cpu_allocator().stats().bytes_in_use - before;
       b.output = static_cast<int64_t>((static_cast<size_t>(y.numel()) * sizeof(float) + CpuAllocator::kAlignment - 1) /
                                       CpuAllocator::kAlignment * CpuAllocator::kAlignment);
       if (b.activation < b.output) b.activation = b.output;  // another thread freed memory meanwhile
@@ -142,6 +212,8 @@ class Repeat : public nn::Module {
   };
   checkpoint::Policy policy_;
   std::optional<Probe> probe_;
+  bool compiled_ = false;
+  NDArray<float> (*run_compiled_)(Block&, const NDArray<float>&, PlanReport*) = nullptr;  // set by RepeatOptions
 };
 
 // repeat(make_block, n, policy): a Repeat of the type make_block returns.
@@ -151,6 +223,14 @@ auto repeat(MakeBlock&& make_block, int64_t n, checkpoint::Policy policy = check
   using Block = std::decay_t<typename std::conditional_t<std::is_invocable_v<F, int64_t>, std::invoke_result<F, int64_t>,
                                                          std::invoke_result<F>>::type>;
   return Repeat<Block>(std::forward<MakeBlock>(make_block), n, std::move(policy));
+}
+// repeat(make_block, n, policy, options): the same with options (RepeatOptions{.compiled = true}).
+template <class MakeBlock>
+auto repeat(MakeBlock&& make_block, int64_t n, checkpoint::Policy policy, RepeatOptions options) {
+  using F = std::remove_reference_t<MakeBlock>&;
+  using Block = std::decay_t<typename std::conditional_t<std::is_invocable_v<F, int64_t>, std::invoke_result<F, int64_t>,
+                                                         std::invoke_result<F>>::type>;
+  return Repeat<Block>(std::forward<MakeBlock>(make_block), n, std::move(policy), options);
 }
 
 }  // namespace dl::graph

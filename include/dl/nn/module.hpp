@@ -20,6 +20,8 @@
 // with the original (like copying an NDArray handle); nn::clone(m) makes an independent copy.
 // Inside a module's member functions write dl::eval(x): the member Module::eval() hides it.
 #pragma once
+#include <atomic>
+#include <cstdint>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -37,6 +39,14 @@ namespace dl::nn {
 
 using NamedArrays = std::vector<std::pair<std::string, NDArray<float>>>;
 using StateDict = std::map<std::string, NDArray<float>>;
+
+// Counts train/eval mode changes of any module (Module::train). graph::compile compares it with the
+// count its plan was traced under.
+inline std::atomic<uint64_t>& mode_generation_counter() {
+  static std::atomic<uint64_t> generation{0};
+  return generation;
+}
+inline uint64_t mode_generation() { return mode_generation_counter().load(std::memory_order_relaxed); }
 
 class Module {
  public:
@@ -71,7 +81,10 @@ class Module {
   }
 
   // ---- train / eval mode (propagated to every descendant) ----------------------------------
+  // A change bumps mode_generation(): compiled graphs fix dropout's and batch norm's mode when
+  // they are traced, so graph::compile re-traces a graph whose plan predates the change.
   void train(bool on = true) {
+    if (training_ != on) mode_generation_counter().fetch_add(1, std::memory_order_relaxed);
     training_ = on;
     for (auto& c : children_) c.get(*this).train(on);
   }
