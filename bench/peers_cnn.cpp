@@ -3,11 +3,13 @@
 // bench/peers_cnn_libtorch.cpp (libtorch) and bench/peers_cnn.py (MXNet Gluon, PyTorch);
 // bench/peers_cnn.sh builds and runs all of them and prints one table.
 //
-//   lenet     exactly examples/train_lenet.cpp's default model:
+//   lenet     exactly examples/train_lenet.cpp's default model (the class is shared:
+//             examples/common/models.hpp):
 //             (x - 0.2860) / 0.3530 - conv 5x5 1->16 pad 2 (no bias) - bn - relu - maxpool 2
 //             - conv 5x5 16->32 (no bias) - bn - relu - maxpool 2 - fc 800-120 - relu - fc 120-84
 //             - relu - fc 84-10
-//   resnet20  exactly examples/train_resnet.cpp's default model (ResNet-20, width 16):
+//   resnet20  exactly examples/train_resnet.cpp's default model (ResNet-20, width 16; the same
+//             header):
 //             normalise - conv 3x3 1->16 - bn - relu - 3 stages of 3 BasicBlocks (16, 32, 64
 //             channels; stride 2 and a 1x1 conv + bn projection at the start of stages 2 and 3)
 //             - global average pool - fc 64-10
@@ -27,92 +29,18 @@
 #include <string>
 #include <vector>
 
+#include "../examples/common/models.hpp"  // relative: the Meson build and peers_common.sh's g++ build alike
 #include "bench_train.hpp"
 #include "bench_util.hpp"
 #include "dl/dl.hpp"
-#include "dl/nn/batch_norm.hpp"
-#include "dl/nn/conv.hpp"
-#include "dl/nn/dense.hpp"
-#include "dl/nn/init.hpp"
-#include "dl/nn/module.hpp"
-#include "dl/nn/module_list.hpp"
-#include "dl/nn/pool.hpp"
-#include "dl/nn/residual.hpp"
 #include "dl/ops/loss.hpp"
 #include "dl/optim/sgd.hpp"
 
 namespace {
 
-constexpr float kMean = 0.2860f, kStd = 0.3530f;
-
-// examples/train_lenet.cpp's LeNet with its defaults (channels 16, 32; batch norm on).
-class LeNet : public dl::nn::Module {
- public:
-  dl::nn::Conv2d conv1{1, 16, 5, {.padding = {2, 2}}, /*bias=*/false}, conv2{16, 32, 5, {}, /*bias=*/false};
-  dl::nn::BatchNorm2d bn1{16}, bn2{32};
-  dl::nn::MaxPool2d pool{2};
-  dl::nn::Dense fc1{32 * 5 * 5, 120}, fc2{120, 84}, fc3{84, 10};
-
-  LeNet() {
-    register_module("conv1", &LeNet::conv1);
-    register_module("bn1", &LeNet::bn1);
-    register_module("conv2", &LeNet::conv2);
-    register_module("bn2", &LeNet::bn2);
-    register_module("fc1", &LeNet::fc1);
-    register_module("fc2", &LeNet::fc2);
-    register_module("fc3", &LeNet::fc3);
-  }
-  template <class X>
-  auto forward(const X& x) {
-    dl::NDArray<float> h = conv1((x - kMean) / kStd);
-    h = bn1(h);
-    h = pool(dl::relu(h));
-    h = conv2(h);
-    h = bn2(h);
-    h = pool(dl::relu(h));
-    h = dl::relu(fc1(h.reshape({h.shape(0), -1})));
-    h = dl::relu(fc2(h));
-    return fc3(h);
-  }
-  template <class X>
-  auto operator()(const X& x) { return forward(x); }
-};
-
-// examples/train_resnet.cpp's ResNet (depth 20, width 16).
-class ResNet : public dl::nn::Module {
- public:
-  dl::nn::Conv2d conv1;
-  dl::nn::BatchNorm2d bn1;
-  dl::nn::ModuleList<dl::nn::BasicBlock> layer1, layer2, layer3;
-  dl::nn::GlobalAvgPool2d pool;
-  dl::nn::Dense fc;
-
-  ResNet(int depth = 20, int64_t width = 16, int64_t classes = 10)
-      : conv1(1, width, 3, 1, 1, /*bias=*/false), bn1(width), fc(4 * width, classes) {
-    const int n = (depth - 2) / 6;
-    for (int i = 0; i < n; ++i) layer1.emplace_back(width, width, 1);
-    for (int i = 0; i < n; ++i) layer2.emplace_back(i == 0 ? width : 2 * width, 2 * width, i == 0 ? 2 : 1);
-    for (int i = 0; i < n; ++i) layer3.emplace_back(i == 0 ? 2 * width : 4 * width, 4 * width, i == 0 ? 2 : 1);
-    register_module("conv1", &ResNet::conv1);
-    register_module("bn1", &ResNet::bn1);
-    register_module("layer1", &ResNet::layer1);
-    register_module("layer2", &ResNet::layer2);
-    register_module("layer3", &ResNet::layer3);
-    register_module("fc", &ResNet::fc);
-    for (auto& [name, p] : named_parameters())
-      if (p.rank() >= 2) dl::nn::init::kaiming_normal(p, 0.0, dl::nn::init::FanMode::fan_in);
-  }
-  template <class X>
-  auto forward(const X& x) {
-    dl::NDArray<float> h = dl::relu(bn1(conv1((x - kMean) / kStd)));
-    for (auto* stage : {&layer1, &layer2, &layer3})
-      for (auto& block : *stage) h = block(h);
-    h = pool(h);
-    return fc(h.reshape({h.shape(0), -1}));
-  }
-  template <class X>
-  auto operator()(const X& x) { return forward(x); }
-};
+// The examples' models themselves (one definition: examples/common/models.hpp), at their defaults.
+using examples::LeNet;   // channels 16, 32; batch norm on
+using examples::ResNet;  // depth 20, width 16
 
 template <class Net>
 void run_case(dl::bench::Table& table, const dl::bench::Options& opt, const std::string& model, int64_t batch,

@@ -14,77 +14,11 @@
 #include <sstream>
 #include <vector>
 
+#include "common/models.hpp"
 #include "common/trainer.hpp"
-#include "dl/nn/batch_norm.hpp"
-#include "dl/nn/conv.hpp"
-#include "dl/nn/dense.hpp"
-#include "dl/nn/flatten.hpp"
-#include "dl/nn/init.hpp"
-#include "dl/nn/pool.hpp"
 
-// Fashion-MNIST pixel statistics, for normalisation inside the model (fused into the first conv's input).
-constexpr float kMean = 0.2860f, kStd = 0.3530f;
-
-class LeNet : public dl::nn::Module {
- public:
-  dl::nn::Conv2d conv1, conv2;
-  std::optional<dl::nn::BatchNorm2d> bn1, bn2;  // empty without batch norm
-  dl::nn::MaxPool2d pool{2};
-  dl::nn::Dense fc1, fc2, fc3;
-
-  LeNet(int64_t c1, int64_t c2, bool batch_norm)
-      : conv1(1, c1, 5, {.padding = {2, 2}}, /*bias=*/!batch_norm),  // the batch norm has the bias
-        conv2(c1, c2, 5, {}, /*bias=*/!batch_norm),
-        fc1(c2 * 5 * 5, 120),
-        fc2(120, 84),
-        fc3(84, 10) {
-    register_module("conv1", &LeNet::conv1);
-    if (batch_norm) {
-      bn1.emplace(c1);
-      register_module_accessor("bn1", [](Module& self) -> Module& { return *static_cast<LeNet&>(self).bn1; });
-    }
-    register_module("conv2", &LeNet::conv2);
-    if (batch_norm) {
-      bn2.emplace(c2);
-      register_module_accessor("bn2", [](Module& self) -> Module& { return *static_cast<LeNet&>(self).bn2; });
-    }
-    register_module("fc1", &LeNet::fc1);
-    register_module("fc2", &LeNet::fc2);
-    register_module("fc3", &LeNet::fc3);
-  }
-
-  // x: (batch, 1, 28, 28) images in [0, 1] -> (batch, 10) logits. One definition for arrays and
-  // symbols (--compiled); with or without batch norm is a compile-time choice on symbols, because
-  // it changes the graph's type.
-  template <bool BatchNorm, class X>
-  auto forward_as(const X& x) {
-    using dl::operator-, dl::operator/;  // symbols live in dl::graph: ADL alone does not find dl's operators
-    auto h1 = pool(dl::relu(normalize<BatchNorm>(bn1, conv1((x - kMean) / kStd))));  // relu fused into the pooling's input pass
-    auto h2 = pool(dl::relu(normalize<BatchNorm>(bn2, conv2(h1))));
-    auto h3 = dl::relu(fc1(flatten(h2)));
-    return fc3(dl::relu(fc2(h3)));
-  }
-  template <class X>
-  auto forward(const X& x) { return bn1 ? forward_as<true>(x) : forward_as<false>(x); }
-  template <class X>
-  auto operator()(const X& x) { return forward(x); }
-
-  // --compiled: the forward of this configuration as a callable of fixed structure.
-  template <class F>
-  void with_static_forward(F&& f) {
-    if (bn1) f([this](const auto& x) { return forward_as<true>(x); });
-    else f([this](const auto& x) { return forward_as<false>(x); });
-  }
-
- private:
-  dl::nn::Flatten flatten;  // (N, 32, 5, 5) -> (N, 800): a view
-
-  template <bool BatchNorm, class H>
-  static auto normalize(std::optional<dl::nn::BatchNorm2d>& bn, const H& h) {
-    if constexpr (BatchNorm) return (*bn)(h);
-    else return h;
-  }
-};
+// The model (LeNet) is examples/common/models.hpp's, shared with bench/peers_cnn.cpp.
+using examples::LeNet;
 
 int main(int argc, char** argv) {
   CLI::App app{"Train a LeNet-5 style CNN on Fashion-MNIST with dl", "train_lenet"};
