@@ -92,11 +92,6 @@ class LeNet : public dl::nn::Module {
   }
 };
 
-// --compiled: a residual block as a compiled graph (the same type for every block).
-inline auto compile_block(dl::nn::BasicBlock& block) {
-  return dl::graph::compile([b = &block](auto x) { return (*b)(x); });
-}
-using BlockGraph = decltype(compile_block(std::declval<dl::nn::BasicBlock&>()));
 
 // A CIFAR-style ResNet (He et al. 2016), depth 6n + 2 (ResNet-20 by default):
 //   conv 3x3 (w) - bn - relu                                  (N, 1, 28, 28) -> (N, w, 28, 28)
@@ -134,34 +129,19 @@ class ResNet : public dl::nn::Module {
       if (p.rank() >= 2) dl::nn::init::kaiming_normal(p, 0.0, dl::nn::init::FanMode::fan_in);
   }
 
-  // x: (batch, 1, 28, 28) images in [0, 1] -> (batch, 10) logits. After compile_blocks()
-  // (--compiled) each residual block runs as its compiled graph: one tape node while recording.
+  // x: (batch, 1, 28, 28) images in [0, 1] -> (batch, 10) logits (eager; --compiled: below).
   template <class X>
   auto forward(const X& x) {
     dl::NDArray<float> h = dl::relu(bn1(conv1((x - kFashionMean) / kFashionStd)));
-    size_t k = 0;
     for (auto* stage : {&layer1, &layer2, &layer3})
-      for (auto& block : *stage) h = block_graphs_.empty() ? block(h) : block_graphs_[k++](h);
+      for (auto& block : *stage) h = block(h);
     h = pool(h);
     return fc(h.reshape({h.shape(0), -1}));
   }
   template <class X>
   auto operator()(const X& x) { return forward(x); }
 
-  // Block by block (what --compiled used before with_static_forward below): a block's symbolic
-  // forward used its input three times (convolutions, the projection branch's type, the identity),
-  // so ResNet-20 as one graph repeated the stem 3^9 times in its type (gcc: > 5 min CPU and 3.4 GB
-  // without finishing). One graph per block instead, all of one type (BasicBlock's symbolic
-  // forward picks identity or projection when traced), so the compile cost is that of one block; the
-  // stem, pooling, classifier and loss stay eager. Each graph keeps a training plan (traced in train
-  // mode, as a tape node) and an inference plan (traced in eval mode, for evaluation).
-  void compile_blocks() {
-    block_graphs_.clear();
-    for (auto* stage : {&layer1, &layer2, &layer3})
-      for (auto& block : *stage) block_graphs_.push_back(compile_block(block));
-  }
-
-  // --compiled (train_resnet; preferred over compile_blocks): the whole network as ONE graph,
+  // --compiled (train_resnet): the whole network as ONE graph,
   // training step and evaluation. The residual blocks are a graph::chain and BasicBlock names its
   // input once (graph::let), so the graph's type is that of one block whatever the depth
   // (ResNet-20: ~30 s of compiler CPU, 1.2 GB).
@@ -179,7 +159,6 @@ class ResNet : public dl::nn::Module {
   }
 
  private:
-  std::vector<BlockGraph> block_graphs_;
   std::vector<dl::nn::BasicBlock*> chain_;  // with_static_forward: every block, in order
 };
 

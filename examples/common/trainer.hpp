@@ -142,8 +142,8 @@ Steps compiled_steps(Forward forward, double label_smoothing) {
 // A model opts in to --compiled with `template <class F> void with_static_forward(F&& f)`, which
 // calls f once with its forward as a generic callable of fixed structure (a model whose depth is a
 // run-time flag picks the matching compile-time variant there, or says which depths it supports).
-// A model too deep for one graph type compiles parts of itself in `compile_blocks()` instead
-// (train_resnet: one graph per residual block) and keeps the eager step.
+// A model whose stack is a graph::repeat compiles its blocks in `compile_blocks()` instead
+// (train_deep: each block its own graph inside the checkpoint segments) and keeps the eager step.
 template <class Model>
 Steps make_steps(Model& net, const TrainConfig& c, const char* name) {
   if (c.compiled) {
