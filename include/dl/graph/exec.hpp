@@ -1069,25 +1069,27 @@ struct Exec<ChoiceNode<A, B>> {
 
 // ---- dropout (mask regenerated in backward; gradient in place) ----------------------------------
 
-template <class A>
-struct Exec<DropoutNode<A>> {
+// What dropout and dropout2d share: the identity when not training or p = 0 (the operand's value
+// and gradient), else one output buffer and a gradient computed in the operand's gradient buffer
+// (dx = mask * scale * g, element by element). Derived: `prepare()` after the shape is known (check
+// it, size per-call state), `forward()` and `backward()`.
+template <class Derived, class Node, class A>
+struct MaskedScaleExec {
   using T = typename A::value_type;
-  DropoutNode<A> node;
+  Node node;
   Exec<A> a;
   Shape shape;
   bool needs_grad = false, active = false;
   int value_id_ = -1, grad_id = -1;
   NDArray<T> value, grad;
-  PhiloxState state{};
-  T scale = T(1);
 
-  explicit Exec(const DropoutNode<A>& n) : node(n), a(n.a) {}
+  explicit MaskedScaleExec(const Node& n) : node(n), a(n.a) {}
   void plan_forward(PlanContext& ctx) {
     a.plan_forward(ctx);
     shape = a.shape;
     needs_grad = a.needs_grad;
     active = node.training && node.p > 0.0;
-    scale = static_cast<T>(1.0 / (1.0 - node.p));
+    static_cast<Derived*>(this)->prepare();
     if (!active) {  // identity: the operand's value and gradient
       grad_id = a.grad_id;
       value_id_ = a.value_id();
@@ -1100,7 +1102,7 @@ struct Exec<DropoutNode<A>> {
     ctx.memory.use(a.value_id(), step);
     if (ctx.training && needs_grad) {
       grad_id = ctx.memory.add(shape.numel() * static_cast<int64_t>(sizeof(T)));
-      ctx.memory.alias(a.grad_id, grad_id);  // dx[i] = mask[i] * scale * g[i]: in place
+      ctx.memory.alias(a.grad_id, grad_id);  // in place
     }
   }
   void plan_backward(PlanContext& ctx) {
@@ -1122,46 +1124,64 @@ struct Exec<DropoutNode<A>> {
     if (grad_id >= 0) grad = ctx.memory.template view<T>(grad_id, shape);
   }
   template <class F> void for_each_input(F&& f) { a.for_each_input(f); }
-  void forward() {
+  int value_id() const { return value_id_; }
+
+ protected:
+  // Forward when inactive (the operand's value) or on a non-contiguous operand (an error): true if
+  // the derived forward has nothing more to do.
+  bool forward_identity(const char* message) {
     a.forward();
     if (!active) {
       value = a.value;
-      return;
+      return true;
     }
-    check<ValueError>(a.value.is_contiguous(), "dropout: a compiled dropout needs a contiguous input");
-    const int64_t n = shape.numel();
-    state = node.generator->reserve(static_cast<uint64_t>(n));  // as eager dropout: n numbers per call
-    if (n > 0) dl::detail::dropout_apply(a.value.data(), value.data(), n, state, node.p, scale);
+    check<ValueError>(a.value.is_contiguous(), message);
+    return false;
+  }
+};
+
+template <class A>
+struct Exec<DropoutNode<A>> : MaskedScaleExec<Exec<DropoutNode<A>>, DropoutNode<A>, A> {
+  using Base = MaskedScaleExec<Exec<DropoutNode<A>>, DropoutNode<A>, A>;
+  using T = typename Base::T;
+  PhiloxState state{};
+  T scale = T(1);
+
+  using Base::Base;
+  void prepare() { scale = static_cast<T>(1.0 / (1.0 - this->node.p)); }
+  void forward() {
+    if (this->forward_identity("dropout: a compiled dropout needs a contiguous input")) return;
+    const int64_t n = this->shape.numel();
+    state = this->node.generator->reserve(static_cast<uint64_t>(n));  // as eager dropout: n numbers per call
+    if (n > 0) dl::detail::dropout_apply(this->a.value.data(), this->value.data(), n, state, this->node.p, scale);
   }
   void backward() {
-    if (active && a.needs_grad && grad.numel() > 0)
-      dl::detail::dropout_apply(grad.data(), a.grad.data(), grad.numel(), state, node.p, scale);
+    auto& a = this->a;
+    if (this->active && a.needs_grad && this->grad.numel() > 0)
+      dl::detail::dropout_apply(this->grad.data(), a.grad.data(), this->grad.numel(), state, this->node.p, scale);
     if (a.needs_grad) a.backward();
   }
-  int value_id() const { return value_id_; }
 };
 
 // ---- flatten (a view: no pass, gradient in place) -----------------------------------------------
 
-template <class A>
-struct Exec<FlattenNode<A>> {
+// What flatten and reshape share: the operand's memory (value and gradient) seen in another
+// shape. Derived: `Shape view_shape(const Shape& operand)` (checks included) and `static constexpr
+// const char* kName`.
+template <class Derived, class Node, class A>
+struct ViewExec {
   using T = typename A::value_type;
-  FlattenNode<A> node;
+  Node node;
   Exec<A> a;
   Shape shape;
   bool needs_grad = false;
   int grad_id = -1;
   NDArray<T> value, grad;
 
-  explicit Exec(const FlattenNode<A>& n) : node(n), a(n.a) {}
+  explicit ViewExec(const Node& n) : node(n), a(n.a) {}
   void plan_forward(PlanContext& ctx) {
     a.plan_forward(ctx);
-    int start = normalize_axis(node.start_axis, a.shape.rank(), "flatten");
-    std::vector<int64_t> d(a.shape.begin(), a.shape.begin() + start);
-    int64_t rest = 1;
-    for (int i = start; i < a.shape.rank(); ++i) rest *= a.shape[i];
-    d.push_back(rest);
-    shape = Shape(d);
+    shape = static_cast<Derived*>(this)->view_shape(a.shape);
     needs_grad = a.needs_grad;
     grad_id = a.grad_id;  // the same memory as the operand's gradient
     ++ctx.views;
@@ -1176,14 +1196,28 @@ struct Exec<FlattenNode<A>> {
   template <class F> void for_each_input(F&& f) { a.for_each_input(f); }
   void forward() {
     a.forward();
-    check<ValueError>(a.value.is_contiguous(), "flatten: a compiled flatten needs a contiguous input, got strides of shape ",
-                      a.value.shape());
+    check<ValueError>(a.value.is_contiguous(), Derived::kName, ": a compiled ", Derived::kName,
+                      " needs a contiguous input, got shape ", a.value.shape(), " with non-contiguous strides");
     value = NDArray<T>(a.value.storage(), shape, contiguous_strides(shape), a.value.offset());
   }
   void backward() {
     if (a.needs_grad) a.backward();
   }
   int value_id() const { return a.value_id(); }
+};
+
+template <class A>
+struct Exec<FlattenNode<A>> : ViewExec<Exec<FlattenNode<A>>, FlattenNode<A>, A> {
+  static constexpr const char* kName = "flatten";
+  using ViewExec<Exec<FlattenNode<A>>, FlattenNode<A>, A>::ViewExec;
+  Shape view_shape(const Shape& in) const {
+    int start = normalize_axis(this->node.start_axis, in.rank(), "flatten");
+    std::vector<int64_t> d(in.begin(), in.begin() + start);
+    int64_t rest = 1;
+    for (int i = start; i < in.rank(); ++i) rest *= in[i];
+    d.push_back(rest);
+    return Shape(d);
+  }
 };
 
 // ---- cross entropy ------------------------------------------------------------------------------

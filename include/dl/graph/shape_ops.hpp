@@ -182,20 +182,11 @@ namespace graph {
 // ---- reshape: a view (no pass, gradient in place) -------------------------------------------------
 
 template <class A>
-struct Exec<ReshapeNode<A>> {
-  using T = typename A::value_type;
-  ReshapeNode<A> node;
-  Exec<A> a;
-  Shape shape;
-  bool needs_grad = false;
-  int grad_id = -1;
-  NDArray<T> value, grad;
-
-  explicit Exec(const ReshapeNode<A>& n) : node(n), a(n.a) {}
-  void plan_forward(PlanContext& ctx) {
-    a.plan_forward(ctx);
-    const Shape& s = a.shape;
-    std::vector<int64_t> d = node.dims;
+struct Exec<ReshapeNode<A>> : ViewExec<Exec<ReshapeNode<A>>, ReshapeNode<A>, A> {
+  static constexpr const char* kName = "reshape";
+  using ViewExec<Exec<ReshapeNode<A>>, ReshapeNode<A>, A>::ViewExec;
+  Shape view_shape(const Shape& s) const {
+    std::vector<int64_t> d = this->node.dims;
     int64_t known = 1;
     int infer = -1;
     for (size_t i = 0; i < d.size(); ++i) {
@@ -212,31 +203,11 @@ struct Exec<ReshapeNode<A>> {
                         s.numel(), " elements)");
       d[static_cast<size_t>(infer)] = s.numel() / known;
     }
-    shape = Shape(d);
+    Shape shape(d);
     check<ShapeError>(shape.numel() == s.numel(), "reshape: cannot reshape ", s, " (", s.numel(), " elements) to ", shape,
                       " (", shape.numel(), " elements)");
-    needs_grad = a.needs_grad;
-    grad_id = a.grad_id;  // the operand's gradient memory, seen in this shape
-    ++ctx.views;
+    return shape;
   }
-  void plan_backward(PlanContext& ctx) {
-    if (a.needs_grad) a.plan_backward(ctx);
-  }
-  void bind(PlanContext& ctx) {
-    a.bind(ctx);
-    if (a.needs_grad && a.grad.defined()) grad = NDArray<T>(a.grad.storage(), shape, contiguous_strides(shape), a.grad.offset());
-  }
-  template <class F> void for_each_input(F&& f) { a.for_each_input(f); }
-  void forward() {
-    a.forward();
-    check<ValueError>(a.value.is_contiguous(), "reshape: a compiled reshape needs a contiguous input, got shape ",
-                      a.value.shape(), " with non-contiguous strides");
-    value = NDArray<T>(a.value.storage(), shape, contiguous_strides(shape), a.value.offset());
-  }
-  void backward() {
-    if (a.needs_grad) a.backward();
-  }
-  int value_id() const { return a.value_id(); }
 };
 
 // ---- permute / transpose: one strided copy each way ---------------------------------------------
