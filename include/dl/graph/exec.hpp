@@ -1222,6 +1222,16 @@ struct Exec<FlattenNode<A>> : ViewExec<Exec<FlattenNode<A>>, FlattenNode<A>, A> 
 
 // ---- cross entropy ------------------------------------------------------------------------------
 
+// (N, C) scores against labels (N): the checks cross_entropy and nll (graph/loss_ops.hpp) share.
+// `what` names the scores in the message ("logits", "log_probs").
+template <class Label>
+void check_class_rows(const char* op, const char* what, const Shape& s, const NDArray<Label>& labels) {
+  check<ShapeError>(s.rank() == 2, op, ": compiled ", what, " must have shape (N, C), got ", s);
+  labels.require_defined(op);
+  check<ShapeError>(labels.shape() == Shape{s[0]}, op, ": labels of shape ", labels.shape(), " do not match ", what,
+                    " of shape ", s, " (expected labels of shape ", Shape{s[0]}, ")");
+}
+
 template <class Labels> struct LabelSource;
 template <class Label> struct LabelSource<NDArray<Label>> {
   NDArray<Label> labels;
@@ -1253,10 +1263,7 @@ struct Exec<CrossEntropyNode<A, Labels>> {
   void plan_forward(PlanContext& ctx) {
     a.plan_forward(ctx);
     const Shape& s = a.shape;
-    check<ShapeError>(s.rank() == 2, "cross_entropy: compiled logits must have shape (N, C), got ", s);
-    labels.value().require_defined("cross_entropy");
-    check<ShapeError>(labels.value().shape() == Shape{s[0]}, "cross_entropy: labels of shape ", labels.value().shape(),
-                      " do not match logits of shape ", s, " (expected labels of shape ", Shape{s[0]}, ")");
+    check_class_rows("cross_entropy", "logits", s, labels.value());
     M = s[0];
     C = s[1];
     scale = dl::detail::reduction_scale(node.reduction, M);

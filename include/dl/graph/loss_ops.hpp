@@ -245,10 +245,7 @@ struct OpExec<NllNode<A, Labels>> {
   void plan_forward(PlanContext& ctx) {
     a.plan_forward(ctx);
     const Shape& s = a.shape;
-    check<ShapeError>(s.rank() == 2, "nll: compiled log_probs must have shape (N, C), got ", s);
-    labels.value().require_defined("nll");
-    check<ShapeError>(labels.value().shape() == Shape{s[0]}, "nll: labels of shape ", labels.value().shape(),
-                      " do not match log_probs of shape ", s, " (expected labels of shape ", Shape{s[0]}, ")");
+    check_class_rows("nll", "log_probs", s, labels.value());
     M = s[0];
     C = s[1];
     scale = dl::detail::reduction_scale(node.reduction, M);
