@@ -10,7 +10,7 @@
 // The compiled column runs graph/exec.hpp's fusion: bias and activation epilogues inside the GEMM
 // and conv passes, GEMMs cut into one block per thread, a layer's backward GEMMs side by side.
 //
-//   build-s4/bench/bench_compiled_vs_eager [--threads 2] [--repeats 7] [--json] [--quick]
+//   build/bench/bench_compiled_vs_eager [--threads 2] [--repeats 7] [--json] [--quick]
 #include <cstdio>
 #include <string>
 

@@ -26,7 +26,7 @@
 // interleaved. The PyTorch peer is bench/memory_torch.py; bench/memory.sh runs both
 // and prints one table.
 //
-//   build-h5/bench/bench_memory [--threads 2] [--repeats 3] [--json] [--quick] [--depths 16,64] [--bias]
+//   build/bench/bench_memory [--threads 2] [--repeats 3] [--json] [--quick] [--depths 16,64] [--bias]
 #include <cstdio>
 #include <sstream>
 #include <string>

@@ -5,7 +5,7 @@
 # the same side and block mode (eager or compiled) without checkpointing; then the issue's targets,
 # checked (dl's compiled rows: graph::repeat with compiled blocks).
 #
-#   bash bench/memory.sh                          # builds build-h5/bench/bench_memory, all depths
+#   bash bench/memory.sh                          # builds build/bench/bench_memory, all depths
 #   bash bench/memory.sh --builddir build --quick # depths 16 and 64 only (smoke run)
 #   bash bench/memory.sh --depths 64,1024 --repeats 5 --threads 2
 #   bash bench/memory.sh --bias                   # Linear layers with bias on both sides
@@ -17,7 +17,7 @@
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
-builddir=build-h5 threads=2 repeats=3 depths=16,64,256,1024 bias=""
+builddir=build threads=2 repeats=3 depths=16,64,256,1024 bias=""
 python="${PYTHON:-/usr/bin/python3}"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -34,6 +34,8 @@ done
 work="${DL_MEMORY_WORK:-/tmp/dl-bench-memory}"
 mkdir -p "$work"
 cd "$root" || exit 1
+[ -f "$builddir/build.ninja" ] || meson setup "$builddir" --buildtype=release >/dev/null \
+  || { echo "memory.sh: meson setup $builddir failed" >&2; exit 1; }
 ninja -C "$builddir" bench/bench_memory >/dev/null || { echo "memory.sh: building $builddir/bench/bench_memory failed" >&2; exit 1; }
 echo "memory.sh: $(date -u '+%F %T') UTC, load average $(cut -d' ' -f1-3 /proc/loadavg), threads $threads, depths $depths, $repeats timed steps"
 : > "$work/rows.jsonl"
