@@ -9,6 +9,7 @@
 
 #include "dl/dl.hpp"
 #include "dl/graph/compile.hpp"
+#include "support/graph_fixtures.hpp"
 
 // Before `using namespace dl`: operators on a bare symbol must be found by argument-dependent lookup.
 static dl::NDArray<float> affine_outside_namespace_dl(const dl::NDArray<float>& x) {
@@ -17,6 +18,11 @@ static dl::NDArray<float> affine_outside_namespace_dl(const dl::NDArray<float>& 
 }
 
 using namespace dl;
+using dl_test::check_all_close;
+using dl_test::check_close;
+using dl_test::grads_of;
+using dl_test::random_input;
+using dl_test::random_labels;
 
 namespace {
 
@@ -68,31 +74,6 @@ struct Shortcut : nn::Module {
   }
 };
 
-NDArray<float> random_input(Shape s, uint64_t seed) {
-  Generator gen(seed);
-  NDArray<float> x(s);
-  nn::init::uniform(x, -1.0, 1.0, gen);
-  return x;
-}
-NDArray<int64_t> random_labels(int64_t n, int64_t classes, uint64_t seed) {
-  NDArray<int64_t> y(Shape{n});
-  for (int64_t i = 0; i < n; ++i) y.data()[i] = static_cast<int64_t>((i * 7 + seed) % static_cast<uint64_t>(classes));
-  return y;
-}
-std::vector<std::vector<float>> grads_of(const nn::Module& m) {
-  std::vector<std::vector<float>> out;
-  for (auto& [name, p] : m.named_parameters()) out.push_back(p.grad().to_vector());
-  return out;
-}
-void check_close(const std::vector<float>& a, const std::vector<float>& b, double tol) {
-  REQUIRE(a.size() == b.size());
-  for (size_t i = 0; i < a.size(); ++i) CHECK(a[i] == doctest::Approx(b[i]).epsilon(tol).scale(1.0));
-}
-// Every array of `expected` (parameter gradients, in order) against the same one of `actual`.
-void check_all_close(const std::vector<std::vector<float>>& actual, const std::vector<std::vector<float>>& expected,
-                     double tol) {
-  for (size_t k = 0; k < expected.size(); ++k) check_close(actual[k], expected[k], tol);
-}
 // One eager step: cross_entropy(logits(), labels) recorded and differentiated; returns the loss.
 template <class Logits>
 float eager_backward(Logits&& logits, const NDArray<int64_t>& labels) {
@@ -263,13 +244,8 @@ TEST_CASE("compile: a Sequential with ReLU and Flatten modules runs unchanged on
   nn::Sequential net{nn::Flatten(), nn::Dense(12, 8, true, gen), nn::ReLU(), nn::Dense(8, 4, true, gen)};
   auto x = random_input(Shape{6, 3, 4}, 9);
   auto y = random_labels(6, 4, 1);
-  net.zero_grad();
-  float eager_loss = eager_backward([&] { return net.forward(x); }, y);
-  auto eager = grads_of(net);
   auto step = graph::compile([&](auto a, auto b) { return dl::cross_entropy(net(a), b); });
-  CHECK(step.forward_backward(x, y).item() == doctest::Approx(eager_loss).epsilon(1e-5));
-  auto compiled = grads_of(net);
-  check_all_close(compiled, eager, 1e-4);
+  dl_test::check_step_matches_eager(net, [&](const auto& a) { return net.forward(a); }, step, x, y, 1e-5, 1e-4);
   // Inference: the same logits as eager.
   auto infer = graph::compile([&](auto a) { return net(a); });
   NDArray<float> logits = net(x);
@@ -319,15 +295,11 @@ TEST_CASE("compile: the second step with the same shapes allocates nothing") {
   auto x2 = random_input(Shape{5, 64}, 4);
   auto y2 = random_labels(5, 10, 5);
   step.forward_backward(x2, y2);
-  before = cpu_allocator().stats();
-  step.forward_backward(x2, y2);
-  CHECK(cpu_allocator().stats().num_requests == before.num_requests);
+  CHECK(dl_test::allocations_during([&] { step.forward_backward(x2, y2); }) == 0);
   // Inference too.
   auto infer = graph::compile([&](auto a) { return net.forward(a); });
   infer.forward(x);
-  before = cpu_allocator().stats();
-  infer.forward(x);
-  CHECK(cpu_allocator().stats().num_requests == before.num_requests);
+  CHECK(dl_test::allocations_during([&] { infer.forward(x); }) == 0);
 }
 
 TEST_CASE("compile: plan_report counts nodes, fused kernels and planned bytes") {

@@ -13,31 +13,15 @@
 
 #include "dl/dl.hpp"
 #include "dl/graph/compile.hpp"
+#include "support/graph_fixtures.hpp"
 
 using namespace dl;
+using dl_test::check_close;
+using dl_test::grads_of;
+using dl_test::random_input;
+using dl_test::random_labels;
 
 namespace {
-
-NDArray<float> random_input(Shape s, uint64_t seed) {
-  Generator gen(seed);
-  NDArray<float> x(s);
-  nn::init::uniform(x, -1.0, 1.0, gen);
-  return x;
-}
-NDArray<int64_t> random_labels(int64_t n, int64_t classes, uint64_t seed) {
-  NDArray<int64_t> y(Shape{n});
-  for (int64_t i = 0; i < n; ++i) y.data()[i] = static_cast<int64_t>((i * 5 + seed) % static_cast<uint64_t>(classes));
-  return y;
-}
-std::vector<std::vector<float>> grads_of(const nn::Module& m) {
-  std::vector<std::vector<float>> out;
-  for (auto& [name, p] : m.named_parameters()) out.push_back(p.grad().to_vector());
-  return out;
-}
-void check_close(const std::vector<float>& a, const std::vector<float>& b, double tol) {
-  REQUIRE(a.size() == b.size());
-  for (size_t i = 0; i < a.size(); ++i) CHECK(a[i] == doctest::Approx(b[i]).epsilon(tol).scale(1.0));
-}
 
 void zero_grad(const NDArray<float>& p) {
   NDArray<float> g = p.grad();
@@ -52,27 +36,11 @@ struct ThreadCount {
   ~ThreadCount() { set_num_threads(saved); }
 };
 
-// Loss and parameter gradients of `model` on (x, y): eager, then compiled (two steps: the second
-// reuses the bound plan), compared.
+// Loss and parameter gradients of `model` on (x, y): eager, then compiled, compared.
 template <class Net, class Model>
 void check_matches_eager(Net& net, Model&& model, const NDArray<float>& x, const NDArray<int64_t>& y) {
-  net.zero_grad();
-  float eager_loss;
-  {
-    autograd::record rec;
-    auto loss = dl::cross_entropy(model(x), y);
-    loss.backward();
-    eager_loss = loss.item();
-  }
-  auto eager = grads_of(net);
   auto step = graph::compile([&](auto a, auto b) { return dl::cross_entropy(model(a), b); });
-  for (int it = 0; it < 2; ++it) {
-    net.zero_grad();
-    CHECK(step.forward_backward(x, y).item() == doctest::Approx(eager_loss).epsilon(1e-5));
-    auto compiled = grads_of(net);
-    REQUIRE(compiled.size() == eager.size());
-    for (size_t k = 0; k < eager.size(); ++k) check_close(compiled[k], eager[k], 1e-4);
-  }
+  dl_test::check_step_matches_eager(net, model, step, x, y, 1e-5, 1e-4);
 }
 
 struct Mlp3 : nn::Module {
@@ -319,15 +287,6 @@ TEST_CASE("compile let: a value read twice through Refs is computed once; gradie
       NDArray<float> h = net.fc1(a);
       return net.fc3(dl::tanh(net.fc2(dl::relu(h))) + h * 0.5f);
     };
-    net.zero_grad();
-    float eager_loss;
-    {
-      autograd::record rec;
-      auto loss = dl::cross_entropy(eager_model(x), y);
-      loss.backward();
-      eager_loss = loss.item();
-    }
-    auto eager = grads_of(net);
     auto step = graph::compile([&](auto a, auto b) {
       auto body = graph::let(net.fc1(a), [&](const auto& h) { return net.fc3(dl::tanh(net.fc2(dl::relu(h))) + h * 0.5f); });
       static_assert(std::is_same_v<std::remove_cvref_t<decltype(body.body)>,
@@ -336,12 +295,7 @@ TEST_CASE("compile let: a value read twice through Refs is computed once; gradie
                     "the body's type reads the bound value through Refs");
       return dl::cross_entropy(body, b);
     });
-    for (int it = 0; it < 2; ++it) {
-      net.zero_grad();
-      CHECK(step.forward_backward(x, y).item() == doctest::Approx(eager_loss).epsilon(1e-5));
-      auto compiled = grads_of(net);
-      for (size_t k = 0; k < eager.size(); ++k) check_close(compiled[k], eager[k], 1e-4);
-    }
+    dl_test::check_step_matches_eager(net, eager_model, step, x, y, 1e-5, 1e-4);
     auto r = step.plan_report();
     CHECK(r.op_nodes == 4);  // fc1 once, fc2, fc3, cross_entropy
     CHECK(r.shared_uses == 1);

@@ -12,100 +12,15 @@
 
 #include "dl/dl.hpp"
 #include "dl/graph/compile.hpp"
+#include "support/graph_fixtures.hpp"
 
 using namespace dl;
 
-namespace {
-
-NDArray<float> random_input(Shape s, uint64_t seed) {
-  Generator gen(seed);
-  NDArray<float> x(s);
-  nn::init::uniform(x, -1.0, 1.0, gen);
-  return x;
-}
-NDArray<int64_t> random_labels(int64_t n, int64_t classes, uint64_t seed) {
-  NDArray<int64_t> y(Shape{n});
-  for (int64_t i = 0; i < n; ++i) y.data()[i] = static_cast<int64_t>((i * 7 + seed) % static_cast<uint64_t>(classes));
-  return y;
-}
-void check_close(const std::vector<float>& a, const std::vector<float>& b, double tol, const std::string& what = "") {
-  CAPTURE(what);
-  REQUIRE(a.size() == b.size());
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (tol == 0.0) CHECK(a[i] == b[i]);  // the same kernels: bit-identical
-    else CHECK(a[i] == doctest::Approx(b[i]).epsilon(tol).scale(1.0));
-  }
-}
-
-// What one run of a model gives: its output, the input's gradient and the parameters' gradients,
-// from loss = sum(out * weights) with fixed weights (so every output element has its own slope).
-struct Run {
-  std::vector<float> out, input_grad;
-  std::vector<std::vector<float>> param_grads;
-};
-
-// The model on x, eagerly (compiled = nullptr) or through the compiled graph as one tape node.
-template <class Model, class Graph>
-Run run_taped(Model& model, Graph* compiled, const NDArray<float>& x0, std::vector<NDArray<float>> params,
-              uint64_t seed) {
-  for (auto& p : params) p.grad().assign(0.0f);
-  x0.grad().assign(0.0f);
-  Run r;
-  NDArray<float> loss;
-  {
-    autograd::record rec;
-    NDArray<float> x = x0 * 1.0f;  // eager code feeds the graph
-    NDArray<float> out = compiled ? (*compiled)(x) : NDArray<float>(model(x));
-    r.out = out.to_vector();
-    loss = dl::sum(out * random_input(out.shape(), seed));
-  }
-  loss.backward();
-  r.input_grad = x0.grad().to_vector();
-  for (auto& p : params) r.param_grads.push_back(p.grad().to_vector());
-  return r;
-}
-
-// Compiled vs eager: outputs, the input's gradient and every parameter's gradient.
-template <class Model>
-void check_matches_eager(Model model, Shape in_shape, std::vector<NDArray<float>> params, double tol, uint64_t seed = 1) {
-  auto x0 = random_input(in_shape, seed);
-  x0.attach_grad();
-  auto graph = graph::compile([&](auto x) { return model(x); });
-  using G = decltype(graph);
-  Run eager = run_taped(model, static_cast<G*>(nullptr), x0, params, seed + 100);
-  for (int it = 0; it < 2; ++it) {  // the second call reuses the plan
-    Run compiled = run_taped(model, &graph, x0, params, seed + 100);
-    check_close(compiled.out, eager.out, tol, "output");
-    check_close(compiled.input_grad, eager.input_grad, tol, "input gradient");
-    REQUIRE(compiled.param_grads.size() == eager.param_grads.size());
-    for (size_t k = 0; k < eager.param_grads.size(); ++k) check_close(compiled.param_grads[k], eager.param_grads[k], tol, "parameter gradient");
-  }
-  // Inference: the same output.
-  NDArray<float> eager_out = model(x0.detach());
-  check_close(graph.forward(x0).to_vector(), eager_out.to_vector(), tol, "inference output");
-}
-
-// forward_backward of a scalar loss against eager record + backward: the loss and the gradients.
-template <class Loss>
-void check_loss_matches_eager(Loss loss_fn, const NDArray<float>& x, std::vector<NDArray<float>> params, double tol) {
-  for (auto& p : params) p.grad().assign(0.0f);
-  NDArray<float> eager_loss;
-  {
-    autograd::record rec;
-    eager_loss = NDArray<float>(loss_fn(x));
-  }
-  eager_loss.backward();
-  std::vector<std::vector<float>> eager;
-  for (auto& p : params) eager.push_back(p.grad().to_vector());
-  auto step = graph::compile([&](auto a) { return loss_fn(a); });
-  for (int it = 0; it < 2; ++it) {
-    for (auto& p : params) p.grad().assign(0.0f);
-    CHECK(step.forward_backward(x).item() == doctest::Approx(eager_loss.item()).epsilon(tol));
-    for (size_t k = 0; k < params.size(); ++k) check_close(params[k].grad().to_vector(), eager[k], tol);
-  }
-}
-
-}  // namespace
+using dl_test::check_close;
+using dl_test::check_loss_matches_eager;
+using dl_test::check_matches_eager;
+using dl_test::random_input;
+using dl_test::random_labels;
 
 TEST_CASE("compile ops: sum and mean of everything are scalar losses matching eager") {
   Generator gen(1);
@@ -261,11 +176,11 @@ TEST_CASE("compile ops: a reshape is a view: no pass and no buffer") {
   soft_unplanned.forward_backward(x);
   CHECK(soft.plan_report().bytes_planned < soft_unplanned.plan_report().bytes_planned);
   // A later step allocates nothing.
-  auto before = cpu_allocator().stats();
-  soft.forward_backward(x);
-  reshaped.forward_backward(x);
-  transposed.forward_backward(x);
-  CHECK(cpu_allocator().stats().num_requests == before.num_requests);
+  CHECK(dl_test::allocations_during([&] {
+          soft.forward_backward(x);
+          reshaped.forward_backward(x);
+          transposed.forward_backward(x);
+        }) == 0);
 }
 
 TEST_CASE("compile ops: shape errors name the op and the shapes") {

@@ -17,6 +17,7 @@
 #include "dl/ops/elementwise.hpp"
 #include "dl/ops/reduce.hpp"
 
+#include "support/graph_fixtures.hpp"
 #include "support/message_of.hpp"
 
 using namespace dl;
@@ -25,23 +26,7 @@ using dl_test::message_of;
 
 namespace {
 
-// h + 0.5 fc2(dropout(relu(fc1 h))): a residual MLP block.
-struct ResBlock : nn::Module {
-  nn::Dense fc1, fc2;
-  nn::Dropout drop;
-  ResBlock(int64_t width, double p) : fc1(width, width), fc2(width, width), drop(p) {
-    register_module("fc1", &ResBlock::fc1);
-    register_module("fc2", &ResBlock::fc2);
-    register_module("drop", &ResBlock::drop);
-  }
-  template <class X>
-  NDArray<float> forward(const X& x) {
-    NDArray<float> h = dl::eval(x);
-    return h + 0.5f * fc2(drop(dl::relu(fc1(h))));
-  }
-  template <class X>
-  auto operator()(const X& x) { return forward(x); }
-};
+using ResBlock = dl_test::ResidualMlp;  // h + 0.5 fc2(dropout(relu(fc1 h)))
 
 // h + relu(bn(fc h)) with the batch norm over (N, C, 1, 1).
 struct BnBlock : nn::Module {
@@ -61,25 +46,11 @@ struct BnBlock : nn::Module {
   auto operator()(const X& x) { return forward(x); }
 };
 
-// One training step's gradients (parameters, then the input) under a policy.
+// One training step's results (gradients, output, buffers: graph_fixtures' step_results) under a policy.
 template <class MakeNet>
 std::vector<NDArray<float>> step_gradients(MakeNet make_net, const ck::Policy& policy, uint64_t data_seed = 7) {
   auto net = make_net(policy);
-  manual_seed(data_seed);
-  auto x = randn<float>({6, 8});
-  auto head = randn<float>({6, 8});
-  x.attach_grad();
-  NDArray<float> y;
-  {
-    autograd::record rec;
-    y = net(x);
-  }
-  y.backward(head);
-  std::vector<NDArray<float>> out;
-  for (auto& [name, p] : net.named_parameters()) out.push_back(p.grad().clone());
-  out.push_back(x.grad().clone());
-  out.push_back(y.detach().clone());
-  return out;
+  return dl_test::step_results(net, Shape{6, 8}, data_seed);
 }
 
 auto res_net(double dropout) {
@@ -192,20 +163,7 @@ TEST_CASE("repeat: planned memory, and checkpointing lowers the measured peak") 
   auto peak_of_step = [&](const ck::Policy& policy, int64_t depth) {
     manual_seed(2);
     auto net = graph::repeat([] { return ResBlock(32, 0.0); }, depth, policy);
-    auto x = randn<float>(shape);
-    auto step = [&] {
-      NDArray<float> y;
-      {
-        autograd::record rec;
-        y = net(x);
-      }
-      y.backward(ones<float>(shape));
-    };
-    step();  // gradient buffers exist from here on
-    const int64_t base = cpu_allocator().stats().bytes_in_use;
-    cpu_allocator().reset_peak();
-    step();
-    return cpu_allocator().stats().peak_bytes_in_use - base;
+    return dl_test::step_peak_bytes(net, randn<float>(shape));
   };
   manual_seed(2);
   auto net = graph::repeat([] { return ResBlock(32, 0.0); }, 64, ck::sqrt{});

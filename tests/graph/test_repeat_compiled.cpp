@@ -20,26 +20,18 @@
 #include "dl/ops/loss.hpp"
 #include "dl/ops/reduce.hpp"
 
+#include "support/graph_fixtures.hpp"
 #include "support/message_of.hpp"
 
 using namespace dl;
 namespace ck = dl::graph::checkpoint;
+using dl_test::all_equal;
 using dl_test::message_of;
+using dl_test::step_results;
 
 namespace {
 
-// h + 0.5 fc2(dropout(relu(fc1 h))), written once for arrays and symbols.
-struct MlpBlock : nn::Module {
-  nn::Dense fc1, fc2;
-  nn::Dropout drop;
-  MlpBlock(int64_t width, double p) : fc1(width, width), fc2(width, width), drop(p) {
-    register_module("fc1", &MlpBlock::fc1);
-    register_module("fc2", &MlpBlock::fc2);
-    register_module("drop", &MlpBlock::drop);
-  }
-  template <class X>
-  auto operator()(const X& x) { return x + 0.5f * fc2(drop(dl::relu(fc1(x)))); }
-};
+using MlpBlock = dl_test::ResidualMlp;
 
 // h + relu(bn(conv h)) on (N, C, H, W): batch norm in training mode inside a compiled block.
 struct ConvBnBlock : nn::Module {
@@ -64,40 +56,12 @@ struct SlimBlock : nn::Module {
 const std::vector<ck::Policy> kPolicies{ck::none{}, ck::sqrt{}, ck::every{1}, ck::every{3}, ck::every{10},
                                         ck::every{20}, ck::budget{1}, ck::budget{3000}, ck::budget{1 << 30}};
 
-// One training step's parameter gradients, input gradient, output and buffers (running statistics).
-template <class Net>
-std::vector<NDArray<float>> step_results(Net& net, const Shape& shape, uint64_t data_seed = 7) {
-  manual_seed(data_seed);
-  auto x = randn<float>(shape);
-  auto head = randn<float>(shape);
-  x.attach_grad();
-  NDArray<float> y;
-  {
-    autograd::record rec;
-    y = net(x);
-  }
-  y.backward(head);
-  std::vector<NDArray<float>> out;
-  for (auto& [name, p] : net.named_parameters()) out.push_back(p.grad().clone());
-  out.push_back(x.grad().clone());
-  out.push_back(y.detach().clone());
-  for (auto& [name, b] : net.named_buffers()) out.push_back(b.clone());
-  return out;
-}
-
 template <class MakeBlock>
 std::vector<NDArray<float>> results_of(MakeBlock make_block, int64_t n, const ck::Policy& policy, bool compiled,
                                        const Shape& shape) {
   manual_seed(1);
   auto net = graph::repeat(make_block, n, policy, graph::RepeatOptions{.compiled = compiled});
   return step_results(net, shape);
-}
-
-bool all_equal(const std::vector<NDArray<float>>& a, const std::vector<NDArray<float>>& b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (!array_equal(a[i], b[i])) return false;
-  return true;
 }
 
 }  // namespace
@@ -233,21 +197,10 @@ TEST_CASE("repeat compiled: blocks hold their memory from forward to backward, a
   auto peak_of_step = [&](const ck::Policy& policy, bool compiled, int64_t depth) {
     manual_seed(2);
     auto net = graph::repeat([] { return SlimBlock(32); }, depth, policy, graph::RepeatOptions{.compiled = compiled});
-    auto x = randn<float>(shape);
-    auto step = [&] {
-      NDArray<float> y;
-      {
-        autograd::record rec;
-        y = net(x);
-      }
-      y.backward(ones<float>(shape));
-    };
-    step();  // gradient buffers exist from here on
-    const int64_t base = cpu_allocator().stats().bytes_in_use;
-    cpu_allocator().reset_peak();
-    step();
-    CHECK(cpu_allocator().stats().bytes_in_use == base);  // nothing held after the step
-    return cpu_allocator().stats().peak_bytes_in_use - base;
+    int64_t held = -1;
+    const int64_t peak = dl_test::step_peak_bytes(net, randn<float>(shape), &held);
+    CHECK(held == 0);  // nothing held after the step
+    return peak;
   };
   manual_seed(2);
   auto net = graph::repeat([] { return SlimBlock(32); }, 64, ck::sqrt{}, graph::RepeatOptions{.compiled = true});

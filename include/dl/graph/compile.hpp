@@ -48,6 +48,7 @@
 #include "dl/graph/matmul_ops.hpp"
 #include "dl/graph/norm_ops.hpp"
 #include "dl/graph/reduce_ops.hpp"
+#include "dl/graph/select_ops.hpp"
 #include "dl/graph/shape_ops.hpp"
 #include "dl/graph/softmax_ops.hpp"
 #include "dl/graph/sym.hpp"

@@ -1,17 +1,20 @@
-// take in the compiled graph: the symbol form of ops/indexing.hpp's take (NumPy: entries along
-// `axis` picked by a constant int64 index array of any shape; negative indices count from the
-// end). The indices are checked and normalised into a planned buffer at every call (the array is
-// held by handle, so its contents may change between calls); forward and backward are eager's
-// kernels (take_copy; take_scatter_add into a zeroed gradient: repeated indices add up, in a
-// fixed order).
+// take and gather in the compiled graph: the symbol forms of ops/indexing.hpp's take (NumPy:
+// entries along `axis` picked by a constant int64 index array of any shape; negative indices
+// count from the end) and gather (PyTorch: out[i][j] = x[i][index[i][j]] for axis 1; index has
+// the input's rank). The indices are checked and normalised into a planned buffer at every call
+// (the array is held by handle, so its contents may change between calls); forward and backward
+// are eager's kernels (take_copy / gather_copy; take_scatter_add / gather_scatter_add into a
+// zeroed gradient: repeated indices add up, in a fixed order).
 //
-//   auto rows = dl::take(h, idx, 0);   // h (N, D), idx (B) -> (B, D)
+//   auto rows = dl::take(h, idx, 0);          // h (N, D), idx (B) -> (B, D)
+//   auto picked = dl::gather(h, 1, idx2);     // h (N, D), idx2 (N, K) -> (N, K)
 #pragma once
 #include <algorithm>
 #include <cstdint>
 #include <vector>
 
 #include "dl/graph/exec.hpp"
+#include "dl/graph/shape_ops.hpp"  // OneOperandExec
 #include "dl/graph/sym.hpp"
 #include "dl/ops/indexing.hpp"
 
@@ -29,11 +32,24 @@ struct TakeNode {
   uint64_t id = detail::next_node_id();
 };
 
+// PyTorch gather along `axis` by a constant int64 index array of the input's rank.
+template <class A>
+struct GatherNode {
+  using value_type = typename A::value_type;
+  A a;
+  int axis = 0;
+  NDArray<int64_t> index;
+  uint64_t id = detail::next_node_id();
+};
+
 template <class A> struct is_symbolic<TakeNode<A>> : std::true_type {};
+template <class A> struct is_symbolic<GatherNode<A>> : std::true_type {};
+template <class A> struct static_rank<GatherNode<A>> : static_rank<A> {};
 
 }  // namespace graph
 
 template <class A> struct is_expr_node<graph::TakeNode<A>> : std::true_type {};
+template <class A> struct is_expr_node<graph::GatherNode<A>> : std::true_type {};
 
 template <ArrayLike A>
   requires SymbolExpr<A>
@@ -47,25 +63,25 @@ auto take(const A& input, const NDArray<int64_t>& indices) {
   indices.require_defined("take");
   return graph::TakeNode<std::remove_cvref_t<A>>{input, indices, 0, true};
 }
+template <ArrayLike A>
+  requires SymbolExpr<A>
+auto gather(const A& input, int axis, const NDArray<int64_t>& index) {
+  index.require_defined("gather");
+  require_cpu(index.device(), "gather");
+  return graph::GatherNode<std::remove_cvref_t<A>>{input, axis, index};
+}
 
 namespace graph {
 
 template <class A>
-struct OpExec<TakeNode<A>> {
+struct OpExec<TakeNode<A>> : OneOperandExec<OpExec<TakeNode<A>>, TakeNode<A>, A> {
   using T = typename A::value_type;
-  TakeNode<A> node;
-  Exec<A> a;
-  Shape shape;
+  using OneOperandExec<OpExec<TakeNode<A>>, TakeNode<A>, A>::OneOperandExec;
   dl::detail::TakeGeometry geometry;
-  bool needs_grad = false;
-  int value_id_ = -1, grad_id = -1, index_id = -1;
-  NDArray<T> value, grad;
-  NDArray<int64_t> index;  // the checked, normalised indices (contiguous)
 
-  explicit OpExec(const TakeNode<A>& n) : node(n), a(n.a) {}
-  void plan_forward(PlanContext& ctx) {
-    a.plan_forward(ctx);
-    const Shape in = node.flat ? Shape{a.shape.numel()} : a.shape;
+  void plan_shape(const Shape& operand) {
+    const TakeNode<A>& node = this->node;
+    const Shape in = node.flat ? Shape{operand.numel()} : operand;
     const NDArray<int64_t>& idx = node.indices;
     check<ValueError>(in.rank() > 0, "take: axis ", node.axis, " is out of range for rank 0");
     const int ax = normalize_axis(node.axis, in.rank(), "take");
@@ -79,56 +95,86 @@ struct OpExec<TakeNode<A>> {
     std::vector<int64_t> dims(in.begin(), in.begin() + ax);
     dims.insert(dims.end(), idx.shape().begin(), idx.shape().end());
     dims.insert(dims.end(), in.begin() + ax + 1, in.end());
-    shape = Shape(dims);
-    ++ctx.op_nodes;
-    needs_grad = a.needs_grad;
-    const int64_t bytes = shape.numel() * static_cast<int64_t>(sizeof(T));
-    value_id_ = ctx.memory.add(bytes);
-    index_id = ctx.memory.add(idx.numel() * static_cast<int64_t>(sizeof(int64_t)));
-    int step = ctx.memory.next_step();
-    for (int id : {value_id_, index_id, a.value_id()}) ctx.memory.use(id, step);
-    if (ctx.training && needs_grad) grad_id = ctx.memory.add(bytes);
+    this->shape = Shape(dims);
+    this->index_shape = idx.shape();
   }
-  void plan_backward(PlanContext& ctx) {
-    if (!needs_grad) return;
-    int step = ctx.memory.next_step();
-    for (int id : {grad_id, index_id, a.grad_id}) ctx.memory.use(id, step);
-    a.plan_backward(ctx);
-  }
-  void bind(PlanContext& ctx) {
-    a.bind(ctx);
-    value = ctx.memory.template view<T>(value_id_, shape);
-    index = ctx.memory.template view<int64_t>(index_id, node.indices.shape());
-    if (grad_id >= 0) grad = ctx.memory.template view<T>(grad_id, shape);
-  }
-  template <class F> void for_each_input(F&& f) { a.for_each_input(f); }
   void forward() {
+    auto& a = this->a;
     a.forward();
     check<ValueError>(a.value.is_contiguous(), "take: a compiled take needs a contiguous input");
     // As eager's checked_indices: every index checked (negatives wrap), in row-major order.
-    int64_t* out = index.numel() ? index.data() : nullptr;
-    int64_t i = 0;
-    const int64_t size = geometry.n;
-    for_each_element(node.indices, [&](int64_t* p) {
-      const int64_t v = *p, w = v < 0 ? v + size : v;
-      check<ValueError>(w >= 0 && w < size, "take: index ", v, " is out of range for axis ", node.axis, " of size ", size);
-      out[i++] = w;
-    });
-    if (value.numel() > 0) dl::detail::take_copy(a.value.data(), index.data(), geometry, value.data());
+    dl::detail::checked_indices_into(this->node.indices, geometry.n, true, "take", this->node.axis,
+                                     this->index.numel() ? this->index.data() : nullptr);
+    if (this->value.numel() > 0) dl::detail::take_copy(a.value.data(), this->index.data(), geometry, this->value.data());
   }
   void backward() {
-    if (!needs_grad) return;
-    if (a.grad.numel() > 0) {
-      std::fill(a.grad.data(), a.grad.data() + a.grad.numel(), T(0));
-      if (grad.numel() > 0) dl::detail::take_scatter_add(grad.data(), index.data(), geometry, a.grad.data());
+    if (!this->needs_grad) return;
+    NDArray<T>& da = this->a.grad;
+    if (da.numel() > 0) {
+      std::fill(da.data(), da.data() + da.numel(), T(0));
+      if (this->grad.numel() > 0) dl::detail::take_scatter_add(this->grad.data(), this->index.data(), geometry, da.data());
     }
-    a.backward();
+    this->a.backward();
   }
-  int value_id() const { return value_id_; }
 };
 
 template <class A> struct Exec<TakeNode<A>> : Shared<OpExec<TakeNode<A>>> {
   using Shared<OpExec<TakeNode<A>>>::Shared;
+};
+
+// ---- gather: eager's column loops on planned buffers --------------------------------------------
+
+template <class A>
+struct OpExec<GatherNode<A>> : OneOperandExec<OpExec<GatherNode<A>>, GatherNode<A>, A> {
+  using T = typename A::value_type;
+  using OneOperandExec<OpExec<GatherNode<A>>, GatherNode<A>, A>::OneOperandExec;
+  dl::detail::GatherColumns geometry;  // input_strides set per pass (forward: the input's own strides)
+
+  void plan_shape(const Shape& in) {
+    const GatherNode<A>& node = this->node;
+    const Shape& is = node.index.shape();
+    check<ShapeError>(in.rank() > 0, "gather: input must have rank >= 1, got shape ", in);
+    const int ax = normalize_axis(node.axis, in.rank(), "gather");
+    check<ShapeError>(is.rank() == in.rank(), "gather: index rank ", is.rank(), " differs from input rank ", in.rank(),
+                      " (index ", is, ", input ", in, ")");
+    for (int d = 0; d < in.rank(); ++d)
+      check<ShapeError>(d == ax || is[d] <= in[d], "gather: index shape ", is, " exceeds input shape ", in, " at axis ", d);
+    geometry = dl::detail::GatherColumns{};
+    geometry.rank = in.rank();
+    geometry.axis = ax;
+    geometry.index_shape = is;
+    geometry.index_strides = contiguous_strides(is);
+    geometry.out_strides = geometry.index_strides;
+    geometry.length = is[ax];
+    geometry.columns = geometry.length ? is.numel() / geometry.length : 0;
+    this->shape = is;
+    this->index_shape = is;
+  }
+  void forward() {
+    auto& a = this->a;
+    a.forward();
+    dl::detail::checked_indices_into(this->node.index, a.shape[geometry.axis], false, "gather", this->node.axis,
+                                     this->index.numel() ? this->index.data() : nullptr);
+    if (this->value.numel() == 0) return;
+    dl::detail::GatherColumns fwd = geometry;
+    fwd.input_strides = a.value.strides();  // any strides, as eager
+    dl::detail::gather_copy(a.value.data(), this->index.data(), fwd, this->value.data());
+  }
+  void backward() {
+    if (!this->needs_grad) return;
+    NDArray<T>& da = this->a.grad;
+    if (da.numel() > 0) {
+      std::fill(da.data(), da.data() + da.numel(), T(0));
+      dl::detail::GatherColumns bwd = geometry;
+      bwd.input_strides = contiguous_strides(this->a.shape);
+      if (this->grad.numel() > 0) dl::detail::gather_scatter_add(this->grad.data(), this->index.data(), bwd, da.data());
+    }
+    this->a.backward();
+  }
+};
+
+template <class A> struct Exec<GatherNode<A>> : Shared<OpExec<GatherNode<A>>> {
+  using Shared<OpExec<GatherNode<A>>>::Shared;
 };
 
 }  // namespace graph

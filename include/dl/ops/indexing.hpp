@@ -84,19 +84,53 @@ struct GatherColumns {
   }
 };
 
-// Checks every index against `size` (negatives wrap when allowed) and returns them normalised
-// in a contiguous array (row-major over the index's shape).
-inline NDArray<int64_t> checked_indices(const NDArray<int64_t>& index, int64_t size, bool wrap_negative,
-                                        const char* op, int axis) {
-  NDArray<int64_t> out(index.shape());
-  int64_t* o = out.numel() ? out.data() : nullptr;
+// gather along geo's columns: dst[out] = src[input offset of index[out]] (src read through
+// geo.input_strides: any strides), and its gradient, scatter_add: dst[input] += src[out] (dst
+// contiguous, zeroed by the caller). Columns write to disjoint input columns and, within one, k
+// runs in order: results do not depend on the thread count.
+template <class T>
+void gather_copy(const T* src, const int64_t* idx, const GatherColumns& geo, T* dst) {
+  const int64_t in_step = geo.input_strides[static_cast<size_t>(geo.axis)];
+  const int64_t step = geo.out_strides[static_cast<size_t>(geo.axis)];
+  parallel_for(0, geo.columns, std::max<int64_t>(1, 32768 / std::max<int64_t>(geo.length, 1)), [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      int64_t io, xo, oo;
+      geo.column_offsets(c, io, xo, oo);
+      for (int64_t k = 0; k < geo.length; ++k) dst[oo + k * step] = src[xo + idx[io + k * step] * in_step];
+    }
+  });
+}
+template <class T>
+void gather_scatter_add(const T* src, const int64_t* idx, const GatherColumns& geo, T* dst) {
+  const int64_t in_step = geo.input_strides[static_cast<size_t>(geo.axis)];
+  const int64_t step = geo.out_strides[static_cast<size_t>(geo.axis)];
+  parallel_for(0, geo.columns, std::max<int64_t>(1, 32768 / std::max<int64_t>(geo.length, 1)), [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      int64_t io, xo, oo;
+      geo.column_offsets(c, io, xo, oo);
+      for (int64_t k = 0; k < geo.length; ++k) dst[xo + idx[io + k * step] * in_step] += src[oo + k * step];
+    }
+  });
+}
+
+// Checks every index against `size` (negatives wrap when allowed) and writes them normalised to
+// `out` (row-major over the index's shape; index.numel() entries). The compiled graph's take and
+// gather write into a planned buffer; eager code uses checked_indices.
+inline void checked_indices_into(const NDArray<int64_t>& index, int64_t size, bool wrap_negative, const char* op,
+                                 int axis, int64_t* out) {
   int64_t i = 0;
   for_each_element(index, [&](int64_t* p) {
     int64_t v = *p;
     int64_t w = (wrap_negative && v < 0) ? v + size : v;
     check<ValueError>(w >= 0 && w < size, op, ": index ", v, " is out of range for axis ", axis, " of size ", size);
-    o[i++] = w;
+    out[i++] = w;
   });
+}
+// The same, into a new contiguous array.
+inline NDArray<int64_t> checked_indices(const NDArray<int64_t>& index, int64_t size, bool wrap_negative,
+                                        const char* op, int axis) {
+  NDArray<int64_t> out(index.shape());
+  checked_indices_into(index, size, wrap_negative, op, axis, out.numel() ? out.data() : nullptr);
   return out;
 }
 
@@ -180,17 +214,7 @@ auto gather(const A& input, int axis, const NDArray<int64_t>& index) {
     // Reads go through x's own strides: no copy of a transposed or sliced input.
     detail::GatherColumns fwd = geo;
     fwd.input_strides = x.strides();
-    const T* src = x.data();
-    const int64_t* ix = idx.numel() ? idx.data() : nullptr;
-    T* dst = out.numel() ? out.data() : nullptr;
-    const int64_t in_step = x.strides()[ax], step = fwd.out_strides[static_cast<size_t>(ax)];
-    parallel_for(0, fwd.columns, std::max<int64_t>(1, 32768 / std::max<int64_t>(fwd.length, 1)), [&](int64_t c0, int64_t c1) {
-      for (int64_t c = c0; c < c1; ++c) {
-        int64_t io, xo, oo;
-        fwd.column_offsets(c, io, xo, oo);
-        for (int64_t k = 0; k < fwd.length; ++k) dst[oo + k * step] = src[xo + ix[io + k * step] * in_step];
-      }
-    });
+    detail::gather_copy(x.data(), idx.numel() ? idx.data() : nullptr, fwd, out.numel() ? out.data() : nullptr);
   }
   if constexpr (FloatingPoint<T>) {
     Shape in_shape = x.shape();
@@ -199,19 +223,8 @@ auto gather(const A& input, int axis, const NDArray<int64_t>& index) {
       NDArray<T> gc = g.contiguous();
       detail::GatherColumns bwd = geo;
       bwd.input_strides = contiguous_strides(in_shape);
-      const int64_t in_step = bwd.input_strides[static_cast<size_t>(bwd.axis)];
-      const int64_t step = bwd.out_strides[static_cast<size_t>(bwd.axis)];
-      const T* src = gc.numel() ? gc.data() : nullptr;
-      const int64_t* ix = idx.numel() ? idx.data() : nullptr;
-      T* dst = gx.numel() ? gx.data() : nullptr;
-      // Columns write to disjoint input columns; within one, k runs in order (deterministic).
-      parallel_for(0, bwd.columns, std::max<int64_t>(1, 32768 / std::max<int64_t>(bwd.length, 1)), [&](int64_t c0, int64_t c1) {
-        for (int64_t c = c0; c < c1; ++c) {
-          int64_t io, xo, oo;
-          bwd.column_offsets(c, io, xo, oo);
-          for (int64_t k = 0; k < bwd.length; ++k) dst[xo + ix[io + k * step] * in_step] += src[oo + k * step];
-        }
-      });
+      detail::gather_scatter_add(gc.numel() ? gc.data() : nullptr, idx.numel() ? idx.data() : nullptr, bwd,
+                                 gx.numel() ? gx.data() : nullptr);
       return std::vector<NDArray<T>>{gx};
     });
   }
