@@ -1,7 +1,8 @@
 // conv2d: forward against a naive reference loop over a grid of configurations (and random ones),
 // gradients through the gradcheck op table and against a reference loop for each input-gradient
-// path of backend/cpu/conv.hpp, the direct stride-1 float kernel against the im2col path (in
-// double) for each shape class it takes, the pooled column buffer, and every error path.
+// path of backend/cpu/conv.hpp, the direct float kernel (stride 1, and strided on the image's
+// phases) against the im2col path (in double) for each shape class it takes, the pooled column
+// buffer, and every error path.
 #include <cmath>
 #include <vector>
 
@@ -245,7 +246,7 @@ TEST_CASE("conv2d backward on random configurations, every path") {
 }
 
 namespace {
-// float conv2d_forward / conv2d_backward (the direct stride-1 kernel where it applies) against the
+// float conv2d_forward / conv2d_backward (the direct kernel where it applies) against the
 // same values in double, which always take the im2col path.
 void check_float_against_double(const cpu::Conv2dGeometry& g, Generator& gen) {
   auto x = randn<float>({g.batch, g.in_channels, g.in_h, g.in_w}, 0, 1, gen);
@@ -275,7 +276,7 @@ void check_float_against_double(const cpu::Conv2dGeometry& g, Generator& gen) {
 }
 }  // namespace
 
-TEST_CASE("conv2d direct stride-1 kernel (float) against the im2col path, each shape class") {
+TEST_CASE("conv2d direct kernel (float) against the im2col path, each shape class") {
   Generator gen(99);
   struct Case {
     const char* name;
@@ -299,7 +300,18 @@ TEST_CASE("conv2d direct stride-1 kernel (float) against the im2col path, each s
       {"grid more than twice the output (im2col)", geometry(2, 3, 7, 7, 4, 5, 5, 1, 1, 0, 0, 1, 1, 1), false, false},
       {"batch over many chunks", geometry(9, 4, 16, 16, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1), true, true},
       {"LeNet conv2: 5x5 unpadded 14x14 (dx by a direct conv of gy)", geometry(2, 16, 14, 14, 32, 5, 5, 1, 1, 0, 0, 1, 1, 1), true, true},
-      {"stride 2 (im2col)", geometry(2, 4, 16, 16, 8, 3, 3, 2, 2, 1, 1, 1, 1, 1), false, false},
+      {"stride 2 on phases, small plane (weight gradient by im2col)", geometry(2, 4, 16, 16, 8, 3, 3, 2, 2, 1, 1, 1, 1, 1), true, false},
+      {"ResNet downsampling: 3x3 stride 2, 16 -> 32, 28x28", geometry(3, 16, 28, 28, 32, 3, 3, 2, 2, 1, 1, 1, 1, 1), true, true},
+      {"ResNet downsampling: 3x3 stride 2, 32 -> 64, 14x14", geometry(2, 32, 14, 14, 64, 3, 3, 2, 2, 1, 1, 1, 1, 1), true, false},
+      {"stride 2, unpadded, odd sizes, batch 5", geometry(5, 3, 23, 19, 10, 3, 3, 2, 2, 0, 0, 1, 1, 1), true, false},
+      {"stride 2, image width over 32 (two column blocks)", geometry(2, 2, 20, 45, 3, 3, 3, 2, 2, 1, 1, 1, 1, 1), true, true},
+      {"stride (2, 1), padding (0, 2)", geometry(3, 3, 21, 17, 5, 3, 5, 2, 1, 0, 2, 1, 1, 1), true, true},
+      {"stride (1, 3), 4x4 kernel", geometry(2, 3, 18, 31, 4, 4, 4, 1, 3, 1, 1, 1, 1, 1), true, true},
+      {"stride 2, dilation 2: one phase read", geometry(2, 4, 24, 24, 6, 3, 3, 2, 2, 2, 2, 2, 2, 1), true, true},
+      {"stride 3, 5x5 pad 2, groups 2", geometry(3, 6, 31, 29, 4, 5, 5, 3, 3, 2, 2, 1, 1, 2), true, true},
+      {"stride 2, one image", geometry(1, 5, 33, 33, 7, 3, 3, 2, 2, 1, 1, 1, 1, 1), true, true},
+      {"stride 5: beyond the phase split (im2col)", geometry(2, 3, 30, 30, 4, 3, 3, 5, 5, 1, 1, 1, 1, 1), false, false},
+      {"1x1 stride 2 (im2col)", geometry(2, 8, 16, 16, 8, 1, 1, 2, 2, 0, 0, 1, 1, 1), false, false},
       {"1x1 pointwise (no im2col)", geometry(2, 8, 16, 16, 8, 1, 1, 1, 1, 0, 0, 1, 1, 1), false, false},
   };
   for (const auto& c : cases) {
@@ -314,22 +326,25 @@ TEST_CASE("conv2d direct stride-1 kernel (float) against the im2col path, each s
   }
 }
 
-TEST_CASE("conv2d direct stride-1 kernel (float) on random configurations") {
+TEST_CASE("conv2d direct kernel (float) on random configurations, stride 1 to 3") {
   Generator gen(31337);
-  int direct = 0;
-  for (int trial = 0; trial < 60; ++trial) {
+  int direct = 0, strided = 0;
+  for (int trial = 0; trial < 90; ++trial) {
     auto pick = [&](int64_t lo, int64_t hi) {
       return lo + static_cast<int64_t>(philox_uniform(gen.reserve(1), 0) * static_cast<double>(hi - lo + 1));
     };
     const int64_t groups = pick(1, 3), kh = pick(1, 5), kw = pick(1, 5), dh = pick(1, 2), dw = pick(1, 2);
     const int64_t ph = pick(0, dh * (kh - 1) / 2 + 1), pw = pick(0, dw * (kw - 1) / 2 + 1), h = pick(4, 30), w = pick(4, 30);
     if (dh * (kh - 1) + 1 > h + 2 * ph || dw * (kw - 1) + 1 > w + 2 * pw) continue;
-    auto g = geometry(pick(1, 5), groups * pick(1, 6), h, w, groups * pick(1, 12), kh, kw, 1, 1, ph, pw, dh, dw, groups);
+    const int64_t sh = trial < 30 ? 1 : pick(1, 3), sw = trial < 30 ? 1 : pick(1, 3);
+    auto g = geometry(pick(1, 5), groups * pick(1, 6), h, w, groups * pick(1, 12), kh, kw, sh, sw, ph, pw, dh, dw, groups);
     CAPTURE(trial);
     direct += cpu::detail::use_direct_conv<float>(g);
+    strided += cpu::detail::use_direct_conv<float>(g) && (sh > 1 || sw > 1);
     check_float_against_double(g, gen);
   }
   if (cpu::detail::kDirectConv) CHECK(direct >= 15);
+  if (cpu::detail::kDirectConv) CHECK(strided >= 10);
 }
 
 TEST_CASE("conv2d reads non-contiguous inputs and weights") {

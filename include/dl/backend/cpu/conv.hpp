@@ -8,8 +8,9 @@
 //   per image n, group g:  y[n, g] (O/G, OH*OW) = w[g] (O/G, C/G*kh*kw) x col (C/G*kh*kw, OH*OW)
 //
 // Two shortcuts, each chosen by shape (detail::use_*):
-// - stride 1, float, AVX-512: a direct kernel on the zero-padded image, no column matrix, for the
-//   forward and the weight gradient (detail::direct_conv_forward / direct_conv_weight_grad);
+// - float, AVX-512, a kernel larger than 1x1: a direct kernel on the zero-padded image (split into
+//   its stride phases when the stride is 2-4), no column matrix, for the forward and the weight
+//   gradient (detail::direct_conv_forward / direct_conv_weight_grad);
 // - stride 1, padding <= dilation * (kernel - 1): the input gradient as a forward convolution of
 //   the output gradient with the turned kernel (conv2d_input_grad_by_conv), so it too runs on
 //   the direct kernel (or im2col + GEMM) instead of GEMM + col2im.
@@ -196,7 +197,7 @@ void col2im(T* col, const Conv2dGeometry& g, T* dx) {
       }
 }
 
-// ---- Direct stride-1 convolution (float, AVX-512) -------------------------------------------------
+// ---- Direct convolution (float, AVX-512) ---------------------------------------------------------
 // im2col copies every input element kh*kw times (a 3x3 conv: a column matrix 9x the image) and
 // the GEMM then packs that copy once more; at ResNet-20's sizes this traffic cost about as much as
 // half the GEMM arithmetic. A stride-1 convolution needs no column matrix: on the zero-padded
@@ -206,6 +207,11 @@ void col2im(T* col, const Conv2dGeometry& g, T* dx) {
 // register tile: 8 output channels x 3 vectors of 16 positions, 24 accumulators, one
 // broadcast weight and three unaligned loads per tap.
 //   flops wasted: Wp/OW per row (3x3 pad 1 on 28 columns: 30/28) plus rounding Q = OH*Wp up to 16
+// A stride-s convolution becomes one of stride 1 by splitting xp into its phases: phase (a, b) is
+// the plane xp[a::sh, b::sw] of Hph x Wph = ceil(Hp/sh) x ceil(Wp/sw) elements, and tap (ki, kj)
+// reads phase ((ki*dh) % sh, (kj*dw) % sw) shifted by ((ki*dh) / sh, (kj*dw) / sw), so output
+// q = oh*Wph + ow again reads one contiguous run per tap (only the phases some tap reads are
+// stored). Tap offsets are separable: c*chan + row_off[ki] + col_off[kj]; stride 1 is one phase.
 namespace detail {
 #if defined(__AVX512F__)
 inline constexpr bool kDirectConv = true;
@@ -214,57 +220,133 @@ inline constexpr bool kDirectConv = false;  // the im2col path serves every shap
 #endif
 
 struct DirectConvPlan {
-  int64_t Hp, Wp, Q, Qpad, Og8, xp_elems;
+  static constexpr int64_t kMaxStride = 4, kMaxKernel = 32;  // beyond: im2col + GEMM
+  int64_t Hp, Wp, Hph, Wph, chan, Q, Qpad, Og8, xp_elems;
+  // Phase slots: phase row a (< sh) is stored at slot row_slot[a] (-1: read by no tap), likewise b.
+  int64_t row_slots = 0, col_slots = 0, row_slot[kMaxStride], col_slot[kMaxStride];
+  int64_t row_off[kMaxKernel], col_off[kMaxKernel];
+  bool supported;
   explicit DirectConvPlan(const Conv2dGeometry& g) {
+    const int64_t sh = g.stride_h, sw = g.stride_w;
+    supported = sh >= 1 && sw >= 1 && sh <= kMaxStride && sw <= kMaxStride && g.kernel_h <= kMaxKernel &&
+                g.kernel_w <= kMaxKernel;
     Hp = g.in_h + 2 * g.pad_h;
     Wp = g.in_w + 2 * g.pad_w;
-    Q = g.out_h * Wp;
+    Hph = (Hp + sh - 1) / sh;
+    Wph = (Wp + sw - 1) / sw;
+    Q = g.out_h * Wph;
     Qpad = (Q + 15) / 16 * 16;
     Og8 = (g.out_per_group() + 7) / 8 * 8;
+    if (!supported) {
+      chan = xp_elems = 0;
+      return;
+    }
+    std::fill(row_slot, row_slot + kMaxStride, int64_t{-1});
+    std::fill(col_slot, col_slot + kMaxStride, int64_t{-1});
+    for (int64_t ki = 0; ki < g.kernel_h; ++ki)
+      if (int64_t& s = row_slot[ki * g.dilation_h % sh]; s < 0) s = row_slots++;
+    for (int64_t kj = 0; kj < g.kernel_w; ++kj)
+      if (int64_t& s = col_slot[kj * g.dilation_w % sw]; s < 0) s = col_slots++;
+    const int64_t plane = Hph * Wph;
+    chan = row_slots * col_slots * plane;
+    int64_t max_off = 0;
+    for (int64_t ki = 0; ki < g.kernel_h; ++ki) {
+      const int64_t r = ki * g.dilation_h;
+      row_off[ki] = row_slot[r % sh] * col_slots * plane + r / sh * Wph;
+      max_off = std::max(max_off, row_off[ki]);
+    }
+    int64_t max_col = 0;
+    for (int64_t kj = 0; kj < g.kernel_w; ++kj) {
+      const int64_t c = kj * g.dilation_w;
+      col_off[kj] = col_slot[c % sw] * plane + c / sw;
+      max_col = std::max(max_col, col_off[kj]);
+    }
     // The last tap of the last 16-wide block reads up to here; the tail beyond the image is zeros.
-    const int64_t reach = (g.kernel_h - 1) * g.dilation_h * Wp + (g.kernel_w - 1) * g.dilation_w + Qpad;
-    xp_elems = std::max((g.in_per_group() - 1) * Hp * Wp + reach, g.in_per_group() * Hp * Wp);
+    const int64_t reach = (g.in_per_group() - 1) * chan + max_off + max_col + Qpad;
+    xp_elems = std::max(reach, g.in_per_group() * chan);
   }
 };
 
-// Stride 1 in float, and the padded grid at most twice the output: the kernel runs at ~1.6-2x the
+// Float, at most stride 4, and the grid at most twice the output: the kernel runs at ~1.6-2x the
 // GFLOP/s of im2col + GEMM, so even LeNet's 5x5 unpadded conv on 14x14 (Qpad 144 for 100
-// outputs) is 2x faster direct (measured, 1 thread).
+// outputs) is 2x faster direct (measured, 1 thread). Stride 2 on the phases (ResNet's 3x3
+// downsampling convs, Wph = OW + 1): forward 2.1x (28x28 -> 14x14, 16 -> 32) and 1.5x (14x14 ->
+// 7x7, 32 -> 64, Qpad 64 for 49 outputs) im2col + GEMM, measured 1 thread. A 1x1 kernel stays on
+// im2col + GEMM (strided: 0.75x direct, every phase copy but one is wasted).
 template <class T>
 bool use_direct_conv(const Conv2dGeometry& g) {
   if constexpr (!kDirectConv || !std::is_same_v<T, float>) {
     return false;
   } else {
-    if (g.stride_h != 1 || g.stride_w != 1 || g.is_pointwise() || g.out_plane() == 0) return false;
-    return DirectConvPlan(g).Qpad <= 2 * g.out_plane();
+    if (g.kernel_h * g.kernel_w == 1 || g.out_plane() == 0) return false;
+    const DirectConvPlan p(g);
+    return p.supported && p.Qpad <= 2 * g.out_plane();
   }
 }
 
 // The weight gradient's kernel sums over q in vectors and adds them up once per tile and block of
 // images: on small planes (ResNet's 7x7, Qpad 64) those sums and the padding cost more than
-// im2col + GEMM (measured 0.8x there, 1.1-1.6x from 14x14 up), so it needs Qpad >= 128.
+// im2col + GEMM (measured 0.8x there, 1.1-1.6x from 14x14 up), so it needs Qpad >= 128 (ResNet's
+// stride-2 3x3 conv 16 -> 32 on 28x28, Qpad 224: 1.3x im2col + GEMM).
 template <class T>
 bool use_direct_weight_grad(const Conv2dGeometry& g) {
   return use_direct_conv<T>(g) && DirectConvPlan(g).Qpad >= 128;
 }
 
 #if defined(__AVX512F__)
-// Zero-padded copy of one image's group x (C/G, H, W) into xp (xp_elems).
+// Zero-padded copy of one image's group x (C/G, H, W) into xp (xp_elems), split into the phases
+// the taps read (stride 1: the one plane (Hp, Wp)).
 inline void direct_pad_image(const float* x, const Conv2dGeometry& g, const DirectConvPlan& p, float* xp) {
   const int64_t H = g.in_h, W = g.in_w, Hp = p.Hp, Wp = p.Wp;
-  for (int64_t c = 0; c < g.in_per_group(); ++c) {
-    float* d = xp + c * Hp * Wp;
-    const float* src = x + c * H * W;
-    std::fill(d, d + g.pad_h * Wp, 0.0f);
-    for (int64_t h = 0; h < H; ++h) {
-      float* dr = d + (g.pad_h + h) * Wp;
-      std::fill(dr, dr + g.pad_w, 0.0f);
-      std::memcpy(dr + g.pad_w, src + h * W, static_cast<size_t>(W) * sizeof(float));
-      std::fill(dr + g.pad_w + W, dr + Wp, 0.0f);
+  if (g.stride_h == 1 && g.stride_w == 1) {
+    for (int64_t c = 0; c < g.in_per_group(); ++c) {
+      float* d = xp + c * Hp * Wp;
+      const float* src = x + c * H * W;
+      std::fill(d, d + g.pad_h * Wp, 0.0f);
+      for (int64_t h = 0; h < H; ++h) {
+        float* dr = d + (g.pad_h + h) * Wp;
+        std::fill(dr, dr + g.pad_w, 0.0f);
+        std::memcpy(dr + g.pad_w, src + h * W, static_cast<size_t>(W) * sizeof(float));
+        std::fill(dr + g.pad_w + W, dr + Wp, 0.0f);
+      }
+      std::fill(d + (g.pad_h + H) * Wp, d + Hp * Wp, 0.0f);
     }
-    std::fill(d + (g.pad_h + H) * Wp, d + Hp * Wp, 0.0f);
+  } else {
+    // Zero everything (padding), then copy each image row into the phase rows it feeds.
+    const int64_t sh = g.stride_h, sw = g.stride_w, plane = p.Hph * p.Wph;
+    std::fill(xp, xp + g.in_per_group() * p.chan, 0.0f);
+    for (int64_t c = 0; c < g.in_per_group(); ++c)
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t a = (h + g.pad_h) % sh, i = (h + g.pad_h) / sh;
+        if (p.row_slot[a] < 0) continue;
+        const float* src = x + (c * H + h) * W;
+        float* drow = xp + c * p.chan + p.row_slot[a] * p.col_slots * plane + i * p.Wph;
+        // Image column w goes to phase b = (w + pw) % sw, column (w + pw) / sw.
+        if (sw == 2 && p.col_slots == 2) {  // 16 of each phase from 32 columns (masked at the end)
+          const int64_t b0 = g.pad_w % 2, j0 = g.pad_w / 2;  // column 0: phase b0, column j0
+          float* d0 = drow + p.col_slot[b0] * plane + j0;          // w = 0, 2, 4, ...
+          float* d1 = drow + p.col_slot[1 - b0] * plane + j0 + b0;  // w = 1, 3, 5, ...
+          const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+          const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+          for (int64_t w = 0; w < W; w += 32) {
+            const int64_t m = std::min<int64_t>(32, W - w), ne = (m + 1) / 2, no = m / 2;
+            const auto mlo = static_cast<__mmask16>(m >= 16 ? 0xFFFF : (1u << m) - 1);
+            const auto mhi = static_cast<__mmask16>(m > 16 ? (1u << (m - 16)) - 1 : 0);
+            const __m512 lo = _mm512_maskz_loadu_ps(mlo, src + w);
+            const __m512 hi = mhi ? _mm512_maskz_loadu_ps(mhi, src + w + 16) : _mm512_setzero_ps();
+            _mm512_mask_storeu_ps(d0 + w / 2, static_cast<__mmask16>((1u << ne) - 1), _mm512_permutex2var_ps(lo, even, hi));
+            if (no > 0)
+              _mm512_mask_storeu_ps(d1 + w / 2, static_cast<__mmask16>((1u << no) - 1), _mm512_permutex2var_ps(lo, odd, hi));
+          }
+        } else {
+          for (int64_t w = 0; w < W; ++w) {
+            const int64_t b = (w + g.pad_w) % sw;
+            if (p.col_slot[b] >= 0) drow[p.col_slot[b] * plane + (w + g.pad_w) / sw] = src[w];
+          }
+        }
+      }
   }
-  std::fill(xp + g.in_per_group() * Hp * Wp, xp + p.xp_elems, 0.0f);
+  std::fill(xp + g.in_per_group() * p.chan, xp + p.xp_elems, 0.0f);
 }
 
 inline float horizontal_sum(__m512 v) {  // AVX-512F only (GCC 12's _mm512_reduce_add_ps warns)
@@ -283,12 +365,11 @@ inline void direct_conv_tile(const float* xq, const float* w8, const Conv2dGeome
   __m512 acc[8][NV];
   for (int r = 0; r < 8; ++r)
     for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
-  const int64_t plane = p.Hp * p.Wp, row = g.dilation_h * p.Wp, col = g.dilation_w;
   for (int64_t c = 0; c < g.in_per_group(); ++c)
     for (int64_t ki = 0; ki < g.kernel_h; ++ki) {
-      const float* xr = xq + c * plane + ki * row;
+      const float* xr = xq + c * p.chan + p.row_off[ki];
       for (int64_t kj = 0; kj < g.kernel_w; ++kj, w8 += 8) {
-        const float* xs = xr + kj * col;
+        const float* xs = xr + p.col_off[kj];
         __m512 b[NV];
         for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_ps(xs + 16 * v);
         for (int r = 0; r < 8; ++r) {
@@ -305,7 +386,7 @@ inline void direct_conv_tile(const float* xq, const float* w8, const Conv2dGeome
 // xp (xp_elems) and yt (Og8, Qpad): scratch.
 inline void direct_conv_image(const float* x, const float* wpk, const float* bias, float* y, const Conv2dGeometry& g,
                               const DirectConvPlan& p, float* xp, float* yt) {
-  const int64_t Og = g.out_per_group(), K = g.col_rows(), OH = g.out_h, OW = g.out_w, Wp = p.Wp;
+  const int64_t Og = g.out_per_group(), K = g.col_rows(), OH = g.out_h, OW = g.out_w, Wph = p.Wph;
   direct_pad_image(x, g, p, xp);
   for (int64_t q0 = 0; q0 < p.Qpad;) {
     const int64_t left = (p.Qpad - q0) / 16;
@@ -319,13 +400,16 @@ inline void direct_conv_image(const float* x, const float* wpk, const float* bia
     }
     q0 += 16 * nv;
   }
-  // The valid columns of the padded grid, plus the bias.
+  // The valid columns of the padded grid, plus the bias: masked vectors (rows are short: 7-28).
   for (int64_t o = 0; o < Og; ++o) {
-    const float b = bias ? bias[o] : 0.0f;
+    const __m512 b = _mm512_set1_ps(bias ? bias[o] : 0.0f);
     for (int64_t oh = 0; oh < OH; ++oh) {
-      const float* s = yt + o * p.Qpad + oh * Wp;
+      const float* s = yt + o * p.Qpad + oh * Wph;
       float* d = y + (o * OH + oh) * OW;
-      for (int64_t ow = 0; ow < OW; ++ow) d[ow] = s[ow] + b;
+      for (int64_t ow = 0; ow < OW; ow += 16) {
+        const auto m = static_cast<__mmask16>(OW - ow >= 16 ? 0xFFFF : (1u << (OW - ow)) - 1);
+        _mm512_mask_storeu_ps(d + ow, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, s + ow), b));
+      }
     }
   }
 }
@@ -390,7 +474,7 @@ inline void direct_conv_weight_grad(const float* x, const float* gy, float* dw, 
             std::fill(gp, gp + p.Og8 * p.Qpad, 0.0f);
             for (int64_t o = 0; o < Og; ++o)
               for (int64_t oh = 0; oh < OH; ++oh)
-                std::memcpy(gp + o * p.Qpad + oh * p.Wp, gy + ((n * O + grp * Og + o) * OH + oh) * OW,
+                std::memcpy(gp + o * p.Qpad + oh * p.Wph, gy + ((n * O + grp * Og + o) * OH + oh) * OW,
                             static_cast<size_t>(OW) * sizeof(float));
           }
           for (int64_t ob = 0; ob < Og; ob += 8)
@@ -399,7 +483,7 @@ inline void direct_conv_weight_grad(const float* x, const float* gy, float* dw, 
               const int kt = static_cast<int>(std::min<int64_t>(3, K - k0));
               for (int i = 0; i < kt; ++i) {
                 const int64_t k = k0 + i, c = k / kk, ki = k % kk / g.kernel_w, kj = k % g.kernel_w;
-                off[i] = c * p.Hp * p.Wp + ki * g.dilation_h * p.Wp + kj * g.dilation_w;
+                off[i] = c * p.chan + p.row_off[ki] + p.col_off[kj];
               }
               float* dst = dw_t + (grp * Og + ob) * K + k0;
               const float* gb = gyb + ob * p.Qpad;
