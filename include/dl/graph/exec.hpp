@@ -56,12 +56,34 @@ struct PlanContext {
   };
   std::vector<ParamState> params;
   std::vector<std::string> input_shapes;  // for error messages
+  // One slice of a batch-parallel training step (graph/compile.hpp's SplitPlan): parameter
+  // gradients stay in planned buffers of this plan (slice_grads, in planning order), which the
+  // step sums over the slices once every slice's backward has run.
+  bool batch_slice = false;
+  struct SliceGrad {
+    void* grad;  // the ParamGrad<T>
+    int temp_id;
+    int64_t bytes;
+    void (*combine)(void* const* slices, size_t n);  // the same ParamGrad of every slice, in slice order
+  };
+  std::vector<SliceGrad> slice_grads;
   // Report counters (epilogues: bias adds and activations run inside a GEMM or conv's pass).
   int op_nodes = 0, elementwise_nodes = 0, regions = 0, epilogues = 0, recomputed = 0, views = 0, shared_uses = 0;
 };
 
 template <class E> struct Exec;
 template <class Node> struct OpExec;  // an op node's kernels; Exec<Node> adds sharing (Shared)
+
+namespace detail {
+// Threads a kernel of this plan may use: one inside a parallel chunk (a slice of a batch-parallel
+// step), where nested parallel_for runs serially and extra blocks would only cost packing.
+inline int plan_threads() { return in_parallel_region() ? 1 : num_threads(); }
+// Thrown while planning a slice of a batch-parallel step when shapes show the graph mixes samples
+// (caught by the step, which then runs unsplit).
+struct NotBatchSeparable {
+  const char* why;
+};
+}  // namespace detail
 
 // ---- parameter gradients ------------------------------------------------------------------------
 
@@ -93,11 +115,34 @@ struct ParamGrad {
     tape = ctx.tape;
     first = ctx.grads_seen.insert(param.grad_meta().get()).second;
     const auto& g = param.grad_meta()->grad;
-    direct = !tape && first && param.grad_meta()->req == autograd::GradReq::write && g.defined() &&
+    direct = !tape && !ctx.batch_slice && first && param.grad_meta()->req == autograd::GradReq::write && g.defined() &&
              g.shape() == param.shape() && g.is_contiguous();
     if (!direct) {
       temp_id = ctx.memory.add(param.numel() * static_cast<int64_t>(sizeof(T)));
       ctx.memory.use(temp_id, step);
+    }
+    in_slice = ctx.batch_slice;
+    if (in_slice)
+      ctx.slice_grads.push_back({this, temp_id, param.numel() * static_cast<int64_t>(sizeof(T)), &ParamGrad::combine});
+  }
+  bool in_slice = false;
+  // A batch-parallel step: param.grad() from this use's gradient in every slice, as finish()
+  // would from one unsplit buffer (written or added following grad_req), summed in slice order.
+  static void combine(void* const* slices, size_t n) {
+    if constexpr (FloatingPoint<T>) {
+      auto temp = [&](size_t k) { return static_cast<const ParamGrad*>(slices[k])->temp; };
+      const auto& p = *static_cast<const ParamGrad*>(slices[0]);
+      NDArray<T> g = p.param.grad_meta()->grad.detach();
+      using Sum = BinaryExpr<prim::Add, NDArray<T>, NDArray<T>>;
+      size_t k = 0;  // slices summed into g so far, two per pass
+      if (p.first && p.param.grad_meta()->req == autograd::GradReq::write) {
+        if (n >= 2) expr::run_assign(g, Sum{{}, temp(0), temp(1)});
+        else expr::run_assign(g, temp(0));
+        k = std::min<size_t>(n, 2);
+      }
+      for (; k + 1 < n; k += 2)
+        expr::run_assign(g, BinaryExpr<prim::Add, NDArray<T>, Sum>{{}, g, Sum{{}, temp(k), temp(k + 1)}});
+      if (k < n) expr::run_assign(g, Sum{{}, g, temp(k)});
     }
   }
   void bind(const PlanContext& ctx) {
@@ -106,7 +151,7 @@ struct ParamGrad {
   // The buffer the gradient is written to (overwritten, not accumulated).
   NDArray<T> target() const { return direct ? param.grad_meta()->grad : temp; }
   void finish() {
-    if (!wanted || direct) return;
+    if (!wanted || direct || in_slice) return;  // a slice's gradient is combined by the step
     if constexpr (FloatingPoint<T>) {
       if (tape) { autograd::accumulate(param.grad_meta(), temp); return; }
       NDArray<T> g = param.grad_meta()->grad.detach();
@@ -312,6 +357,7 @@ struct RegionExec {
 
   void plan_forward(PlanContext& ctx) {
     detail::for_each_in(leaves, [&](auto& l) { l.plan_forward(ctx); });
+    if (ctx.batch_slice) check_slice();
     shape = Shape{};
     bool first = true;
     detail::for_each_in(leaves, [&](auto& l) {
@@ -342,6 +388,20 @@ struct RegionExec {
         ++i;
       });
     }
+  }
+  // A slice keeps the batch on axis 0 only if every per-sample leaf spans the region's rank and no
+  // parameter leaf has a batch-sized axis 0 (x (N, C) + p (C) is per-sample; x (N) + p (C, 1) is not).
+  void check_slice() const {
+    int rank = 0;
+    bool sliced = false;
+    detail::for_each_in(leaves, [&](const auto& l) { rank = std::max(rank, l.shape.rank()); });
+    detail::for_each_in(leaves, [&](const auto& l) {
+      const bool param = requires { l.pg; };
+      sliced = sliced || !param;
+      if (param ? l.shape.rank() == rank && rank > 0 && l.shape[0] != 1 : l.shape.rank() != rank)
+        throw detail::NotBatchSeparable{"an elementwise operand is not aligned with the batch axis"};
+    });
+    if (!sliced) throw detail::NotBatchSeparable{"an elementwise region reads only parameters"};
   }
   void plan_backward(PlanContext& ctx) {
     if (!needs_grad) return;
@@ -618,7 +678,7 @@ template <class T, size_t N, class Extra>
 void run_gemm_tasks(const std::array<GemmCall<T>, N>& calls, size_t count, Extra&& extra, bool has_extra) {
   double total = 0;
   for (size_t k = 0; k < count; ++k) total += calls[k].flops();
-  const int64_t blocks = gemm_blocks(total, num_threads());
+  const int64_t blocks = gemm_blocks(total, plan_threads());
   std::array<int64_t, N> per{};
   int64_t tasks = has_extra ? 1 : 0;
   for (size_t k = 0; k < count; ++k) {
@@ -709,7 +769,7 @@ struct OpExec<MatmulNode<A>> : ParamOpExec<MatmulNode<A>, A> {
       call.run(k);
       if (epilogue) epilogue(epilogue_self, out, N, k.r0, k.r1, k.c0, k.c1);
     };
-    const int64_t n = detail::gemm_blocks(call.flops(), num_threads());
+    const int64_t n = detail::gemm_blocks(call.flops(), detail::plan_threads());
     if (n == 1) return block(0, 1);
     parallel_for(0, n, 1, [&](int64_t b0, int64_t b1) {
       for (int64_t i = b0; i < b1; ++i) block(i, n);

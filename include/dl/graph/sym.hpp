@@ -169,6 +169,69 @@ template <class E> struct static_rank : std::integral_constant<int, -1> {};
 template <class T, int R, int I> struct static_rank<Input<T, R, I>> : std::integral_constant<int, R> {};
 template <class A> struct static_rank<MatmulNode<A>> : std::integral_constant<int, 2> {};
 
+// ---- batch separability (the batch-parallel training step, graph/compile.hpp) -------------------
+//
+// per_sample<E>: row i (axis 0) of E's value depends only on row i of the inputs (and on
+// parameters): E can run on a slice of the batch. A whitelist (default false): a node that mixes
+// samples (batch_norm's batch statistics, a reduction over axis 0, a reshape naming the batch
+// size) or draws random numbers by element position (dropout) is not on it. Parameters and
+// scalars are broadcast, not sliced. ok(e) checks what only the traced node knows (an axis);
+// shapes are checked when a slice is planned (graph/exec.hpp, PlanContext::batch_slice).
+// batch_loss<E>: E is a per-sample loss reduced by mean or sum over the batch, the root of a
+// batch-separable graph (is_batch_separable_v).
+//
+//   cross_entropy(linear(relu(conv2d(x, w)), ...), labels)   separable
+//   cross_entropy(batch_norm(x, ..., true), labels)          not (batch statistics)
+template <class E> struct per_sample : std::false_type {
+  static bool ok(const E&) { return false; }
+};
+template <class E> struct batch_loss : std::false_type {
+  static bool ok(const E&) { return false; }
+};
+template <class E> inline constexpr bool is_batch_separable_v = batch_loss<std::remove_cvref_t<E>>::value;
+
+template <class E> struct per_sample_leaf : std::true_type {
+  static bool ok(const E&) { return true; }
+};
+// A per-sample node with one operand `a`.
+template <class A> struct per_sample_unary : std::bool_constant<per_sample<A>::value> {
+  template <class Node> static bool ok(const Node& n) { return per_sample<A>::ok(n.a); }
+};
+template <class T, int R, int I> struct per_sample<Input<T, R, I>> : per_sample_leaf<Input<T, R, I>> {};
+template <class T> struct per_sample<NDArray<T>> : per_sample_leaf<NDArray<T>> {};
+template <class T> struct per_sample<ScalarExpr<T>> : per_sample_leaf<ScalarExpr<T>> {};
+template <class Op, class A> struct per_sample<UnaryExpr<Op, A>> : per_sample_unary<A> {};
+template <class Op, class A, class B>
+struct per_sample<BinaryExpr<Op, A, B>> : std::bool_constant<per_sample<A>::value && per_sample<B>::value> {
+  static bool ok(const BinaryExpr<Op, A, B>& e) { return per_sample<A>::ok(e.a) && per_sample<B>::ok(e.b); }
+};
+template <class Op, class A, class B, class C>
+struct per_sample<TernaryExpr<Op, A, B, C>>
+    : std::bool_constant<per_sample<A>::value && per_sample<B>::value && per_sample<C>::value> {
+  static bool ok(const TernaryExpr<Op, A, B, C>& e) {
+    return per_sample<A>::ok(e.a) && per_sample<B>::ok(e.b) && per_sample<C>::ok(e.c);
+  }
+};
+template <class A> struct per_sample<MatmulNode<A>> : per_sample_unary<A> {};  // the rhs is a parameter
+template <class A> struct per_sample<Conv2dNode<A>> : per_sample_unary<A> {};
+template <class A, bool Max> struct per_sample<Pool2dNode<A, Max>> : per_sample_unary<A> {};
+template <class A> struct per_sample<FlattenNode<A>> : per_sample_unary<A> {
+  static bool ok(const FlattenNode<A>& n) { return n.start_axis >= 1 && per_sample<A>::ok(n.a); }
+};
+template <class A, class B>
+struct per_sample<ChoiceNode<A, B>> : std::bool_constant<per_sample<A>::value && per_sample<B>::value> {
+  static bool ok(const ChoiceNode<A, B>& n) {
+    return n.use_first ? per_sample<A>::ok(n.first) : per_sample<B>::ok(n.second);
+  }
+};
+// Labels: an input (sliced with the batch); a constant label array is not sliced, so not separable.
+template <class A, class Label, int R, int I>
+struct batch_loss<CrossEntropyNode<A, Input<Label, R, I>>> : std::bool_constant<per_sample<A>::value> {
+  static bool ok(const CrossEntropyNode<A, Input<Label, R, I>>& n) {
+    return n.reduction != Reduction::none && per_sample<A>::ok(n.logits);
+  }
+};
+
 }  // namespace graph
 
 // Symbols and op nodes stand where arrays are expected (ArrayLike), so elementwise operators
