@@ -1,6 +1,8 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <chrono>
+#include <thread>
 #include <vector>
 
 #include "dl/core/parallel.hpp"
@@ -44,6 +46,24 @@ TEST_CASE("parallel_for: an exception in a chunk reaches the caller") {
   std::atomic<int64_t> sum{0};
   parallel_for(0, 1000, 1, [&](int64_t b, int64_t e) { sum += e - b; });
   CHECK(sum.load() == 1000);
+}
+
+TEST_CASE("parallel_for: back-to-back calls (workers still polling) and calls after they went to sleep") {
+  for (int threads : {2, 3}) {  // 3: more threads than cores, polling workers must yield
+    set_num_threads(threads);
+    std::atomic<int64_t> sum{0};
+    for (int rep = 0; rep < 2000; ++rep) parallel_for(0, 64, 1, [&](int64_t b, int64_t e) { sum += e - b; });
+    CHECK(sum.load() == 2000 * 64);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // far beyond the polling time: workers sleep
+    std::vector<std::atomic<int>> hits(1000);
+    parallel_for(0, 1000, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)]++;
+    });
+    int bad = 0;
+    for (auto& h : hits) bad += h.load() != 1;
+    CHECK(bad == 0);
+  }
+  set_num_threads(2);
 }
 
 TEST_CASE("set_num_threads validates") {
