@@ -368,7 +368,7 @@ class SplitPlan : public PlanBase, public LogitsSource<typename G::value_type> {
 
   SplitPlan(const G& graph, const CompileOptions& options, int64_t rows, int slices, const NDArray<Args>&... args)
       : rows_(rows), args_(static_cast<size_t>(slices)), heads_(static_cast<size_t>(slices)),
-        gather_(static_cast<size_t>(slices)) {
+        gather_(static_cast<size_t>(slices)), scratch_(static_cast<size_t>(slices)) {
     for (int i = 0; i <= slices; ++i) bounds_.push_back(rows * i / slices);
     set_slices(args...);
     const bool mean = graph.reduction == Reduction::mean;
@@ -419,6 +419,7 @@ class SplitPlan : public PlanBase, public LogitsSource<typename G::value_type> {
                          "compile: nothing to differentiate (no parameter requires grad and no input tracks grad)");
     parallel_for(0, slices(), 1, [&](int64_t i0, int64_t i1) {
       for (auto i = static_cast<size_t>(i0); i < static_cast<size_t>(i1); ++i) {
+        cpu::ScratchScope scratch(&scratch_[i]);  // conv scratch: the same blocks every step, whichever thread runs it
         std::apply([&](const auto&... a) { slices_[i]->forward(a...); }, args_[i]);
         slices_[i]->backward(&heads_[i]);
       }
@@ -463,6 +464,7 @@ class SplitPlan : public PlanBase, public LogitsSource<typename G::value_type> {
   std::vector<NDArray<T>> heads_;  // n_i / N
   std::vector<std::unique_ptr<Slice>> slices_;
   std::vector<void*> gather_;  // one parameter's gradient in every slice
+  std::vector<cpu::ScratchCache> scratch_;  // each slice's conv scratch blocks
   int64_t param_bytes_ = 0;    // of the parameters that get gradients
   NDArray<T> loss_;
   mutable NDArray<T> logits_;

@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <type_traits>
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -46,14 +47,64 @@ struct Conv2dGeometry {
   }
 };
 
-// A scratch buffer from the pooled CPU allocator, returned on scope exit.
+// Scratch blocks kept for one sequential stream of kernel calls (one batch slice of a compiled
+// step, graph/compile.hpp's SplitPlan): while a ScratchScope names it on a thread, Workspaces
+// take their blocks from it and give them back to it. The pool alone cannot promise a repeated
+// step no system allocation when slices run concurrently in one step and one after the other in
+// another (two live blocks of a size instead of one); a slice's own calls are always sequential,
+// so after its first step its cache holds exactly what it needs. Blocks go back to the pool when
+// the cache is destroyed.
+class ScratchCache {
+ public:
+  ScratchCache() = default;
+  ScratchCache(const ScratchCache&) = delete;
+  ScratchCache& operator=(const ScratchCache&) = delete;
+  ~ScratchCache() {
+    for (auto& [bytes, p] : free_) cpu_allocator().deallocate(p, bytes);
+  }
+  void* take(size_t bytes) {
+    const auto it = free_.find(bytes);
+    if (it == free_.end()) return cpu_allocator().allocate(bytes);
+    void* p = it->second;
+    free_.erase(it);
+    return p;
+  }
+  void give(void* p, size_t bytes) { free_.emplace(bytes, p); }
+
+ private:
+  std::multimap<size_t, void*> free_;
+};
+namespace detail {
+inline ScratchCache*& current_scratch() {
+  thread_local ScratchCache* cache = nullptr;
+  return cache;
+}
+}  // namespace detail
+// Names `cache` as this thread's scratch source until the scope ends (nested kernels of a
+// parallel_for inside a chunk run on the same thread, so they see it too).
+class ScratchScope {
+ public:
+  explicit ScratchScope(ScratchCache* cache) : previous_(detail::current_scratch()) { detail::current_scratch() = cache; }
+  ~ScratchScope() { detail::current_scratch() = previous_; }
+  ScratchScope(const ScratchScope&) = delete;
+  ScratchScope& operator=(const ScratchScope&) = delete;
+
+ private:
+  ScratchCache* previous_;
+};
+
+// A scratch buffer from the pooled CPU allocator (or the thread's ScratchCache), returned on scope exit.
 template <class T>
 class Workspace {
  public:
-  explicit Workspace(int64_t elems) : bytes_(static_cast<size_t>(std::max<int64_t>(elems, 1)) * sizeof(T)) {
-    data_ = static_cast<T*>(cpu_allocator().allocate(bytes_));
+  explicit Workspace(int64_t elems)
+      : bytes_(static_cast<size_t>(std::max<int64_t>(elems, 1)) * sizeof(T)), cache_(detail::current_scratch()) {
+    data_ = static_cast<T*>(cache_ ? cache_->take(bytes_) : cpu_allocator().allocate(bytes_));
   }
-  ~Workspace() { cpu_allocator().deallocate(data_, bytes_); }
+  ~Workspace() {
+    if (cache_) cache_->give(data_, bytes_);
+    else cpu_allocator().deallocate(data_, bytes_);
+  }
   Workspace(const Workspace&) = delete;
   Workspace& operator=(const Workspace&) = delete;
   T* data() const { return data_; }
@@ -61,6 +112,7 @@ class Workspace {
  private:
   T* data_ = nullptr;
   size_t bytes_;
+  ScratchCache* cache_;
 };
 
 namespace detail {
