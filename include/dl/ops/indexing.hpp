@@ -87,30 +87,29 @@ struct GatherColumns {
 // gather along geo's columns: dst[out] = src[input offset of index[out]] (src read through
 // geo.input_strides: any strides), and its gradient, scatter_add: dst[input] += src[out] (dst
 // contiguous, zeroed by the caller). Columns write to disjoint input columns and, within one, k
-// runs in order: results do not depend on the thread count.
-template <class T>
-void gather_copy(const T* src, const int64_t* idx, const GatherColumns& geo, T* dst) {
+// runs in order: results do not depend on the thread count. One loop serves both (Scatter).
+template <bool Scatter, class T>
+void gather_columns(const T* src, const int64_t* idx, const GatherColumns& geo, T* dst) {
   const int64_t in_step = geo.input_strides[static_cast<size_t>(geo.axis)];
   const int64_t step = geo.out_strides[static_cast<size_t>(geo.axis)];
   parallel_for(0, geo.columns, std::max<int64_t>(1, 32768 / std::max<int64_t>(geo.length, 1)), [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       int64_t io, xo, oo;
       geo.column_offsets(c, io, xo, oo);
-      for (int64_t k = 0; k < geo.length; ++k) dst[oo + k * step] = src[xo + idx[io + k * step] * in_step];
+      for (int64_t k = 0; k < geo.length; ++k) {
+        if constexpr (Scatter) dst[xo + idx[io + k * step] * in_step] += src[oo + k * step];
+        else dst[oo + k * step] = src[xo + idx[io + k * step] * in_step];
+      }
     }
   });
 }
 template <class T>
+void gather_copy(const T* src, const int64_t* idx, const GatherColumns& geo, T* dst) {
+  gather_columns<false>(src, idx, geo, dst);
+}
+template <class T>
 void gather_scatter_add(const T* src, const int64_t* idx, const GatherColumns& geo, T* dst) {
-  const int64_t in_step = geo.input_strides[static_cast<size_t>(geo.axis)];
-  const int64_t step = geo.out_strides[static_cast<size_t>(geo.axis)];
-  parallel_for(0, geo.columns, std::max<int64_t>(1, 32768 / std::max<int64_t>(geo.length, 1)), [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      int64_t io, xo, oo;
-      geo.column_offsets(c, io, xo, oo);
-      for (int64_t k = 0; k < geo.length; ++k) dst[xo + idx[io + k * step] * in_step] += src[oo + k * step];
-    }
-  });
+  gather_columns<true>(src, idx, geo, dst);
 }
 
 // Checks every index against `size` (negatives wrap when allowed) and writes them normalised to
