@@ -6,7 +6,7 @@
 // stream: median of --repeats (default 20) after 3 warm-up runs.
 //
 //   bench_gpu_elementwise [--log2n 28] [--repeats 20] [--json]
-// NOTE: written without a GPU; first run pending (issue #8).
+// First run on an H100: docs/benchmarks.md ("GPU").
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>

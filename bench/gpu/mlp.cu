@@ -7,9 +7,12 @@
 // directly: dl has no GPU cross-entropy yet, and the peer does exactly the same.
 // Timing: CUDA events around --steps steps after 20 warm-up steps; median of 5 repeats.
 //
-//   bench_gpu_mlp [--steps 200] [--json]
-// NOTE: written without a GPU; first run pending (issue #8).
+//   bench_gpu_mlp [--steps 200] [--json] [--batch B --width W]
+// --batch/--width run that one configuration (for a profiler); the default runs both above. The
+// host's wall time per step (std::chrono around the same steps, stream synchronised) is printed
+// beside the device time: far above it means the GPU waits for the host.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -74,12 +77,16 @@ double median(std::vector<double> v) {
 int main(int argc, char** argv) {
   int steps = 200;
   bool json = false;
+  struct Config { int64_t batch, width; };
+  Config only{0, 0};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--steps" && i + 1 < argc) steps = std::atoi(argv[++i]);
     else if (a == "--json") json = true;
+    else if (a == "--batch" && i + 1 < argc) only.batch = std::atoll(argv[++i]);
+    else if (a == "--width" && i + 1 < argc) only.width = std::atoll(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: %s [--steps N] [--json]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--steps N] [--json] [--batch B --width W]\n", argv[0]);
       return 2;
     }
   }
@@ -88,8 +95,15 @@ int main(int argc, char** argv) {
     return 1;
   }
   const dl::Device gpu = dl::Device::cuda(0);
-  struct Config { int64_t batch, width; };
-  for (Config c : {Config{64, 256}, Config{1024, 1024}}) {
+  std::vector<Config> configs{{64, 256}, {1024, 1024}};
+  if (only.batch > 0 || only.width > 0) {
+    if (only.batch <= 0 || only.width <= 0) {
+      std::fprintf(stderr, "bench_gpu_mlp: --batch and --width go together, both > 0\n");
+      return 2;
+    }
+    configs = {only};
+  }
+  for (Config c : configs) {
     Mlp net({784, c.width, c.width, c.width, 10}, gpu);
     dl::Generator gen(1);
     NDArray<float> x = dl::randn<float>({c.batch, 784}, 0.0, 1.0, gen).to(gpu);
@@ -101,12 +115,15 @@ int main(int argc, char** argv) {
     cudaEvent_t start, stop;
     DL_CUDA_CHECK(cudaEventCreate(&start));
     DL_CUDA_CHECK(cudaEventCreate(&stop));
-    std::vector<double> ms;
+    std::vector<double> ms, host_ms;
     for (int r = 0; r < 5; ++r) {
+      DL_CUDA_CHECK(cudaStreamSynchronize(s));
+      auto t0 = std::chrono::steady_clock::now();
       DL_CUDA_CHECK(cudaEventRecord(start, s));
       for (int i = 0; i < steps; ++i) net.step(x, onehot, 0.01f);
       DL_CUDA_CHECK(cudaEventRecord(stop, s));
       DL_CUDA_CHECK(cudaEventSynchronize(stop));
+      host_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / steps);
       float t = 0;
       DL_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
       ms.push_back(t / steps);
@@ -117,12 +134,13 @@ int main(int argc, char** argv) {
     auto mem = dc::memory_stats(0);
     if (json)
       std::printf("{\"bench\": \"gpu_mlp\", \"name\": \"dl\", \"batch\": %lld, \"width\": %lld, \"ms_per_step\": %.4f, "
-                  "\"peak_mib\": %.1f}\n",
-                  static_cast<long long>(c.batch), static_cast<long long>(c.width), step_ms,
+                  "\"host_ms_per_step\": %.4f, \"peak_mib\": %.1f}\n",
+                  static_cast<long long>(c.batch), static_cast<long long>(c.width), step_ms, median(host_ms),
                   static_cast<double>(mem.peak_bytes_in_use) / (1 << 20));
     else
-      std::printf("dl gpu mlp batch %lld width %lld: %.4f ms/step (peak %.1f MiB)\n", static_cast<long long>(c.batch),
-                  static_cast<long long>(c.width), step_ms, static_cast<double>(mem.peak_bytes_in_use) / (1 << 20));
+      std::printf("dl gpu mlp batch %lld width %lld: %.4f ms/step, host %.4f ms/step (peak %.1f MiB)\n",
+                  static_cast<long long>(c.batch), static_cast<long long>(c.width), step_ms, median(host_ms),
+                  static_cast<double>(mem.peak_bytes_in_use) / (1 << 20));
   }
   return 0;
 }

@@ -14,7 +14,7 @@
 //
 // The pooling logic is CachingAllocator<Backend>, independent of CUDA, so its promises (reuse,
 // statistics, the OOM retry) are tested on the CPU with a fake backend (tests/core/test_device.cpp).
-// NOTE: the CUDA backends below have not run on a GPU yet (issue #8).
+// The CUDA backends below ran on an H100 (tests/gpu: reuse, statistics, empty_cache, out of memory).
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -1,7 +1,7 @@
 // The CUDA backend's umbrella header: include it (after dl/dl.hpp) in a .cu file compiled by nvcc
 // with -DDL_WITH_CUDA. NDArray, elementwise expressions, autograd and matmul already dispatch to
 // the GPU through dl/dl.hpp; this adds the explicit API (RNG fills, reductions, NCCL, memory stats).
-// NOTE: nothing in backend/cuda has run on a GPU yet (issue #8); see docs/gpu.md.
+// Ran on an H100 in session 5 (tests/gpu: 18 cases pass); what exists and what does not: docs/gpu.md.
 #pragma once
 #include "dl/backend/cuda/allocator.hpp"
 #include "dl/backend/cuda/copy.hpp"

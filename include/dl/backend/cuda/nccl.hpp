@@ -7,7 +7,7 @@
 //   comm.allreduce_sum(grad);   // in place, asynchronous on the device's compute stream
 //
 // Needs <nccl.h> and -lnccl (meson: found automatically with -Dcuda=enabled). Not included by
-// dl.hpp. NOTE: compiled with nvcc but not yet run on GPUs (issue #8).
+// dl.hpp. Run on one H100 with a one-rank communicator only (tests/gpu); never on several GPUs.
 #pragma once
 #include <cstdint>
 #include <type_traits>
