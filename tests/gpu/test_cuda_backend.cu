@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "gpu_support.hpp"
+
 // Narrow headers, not dl/dl.hpp: graph/exec.hpp does not compile under nvcc 13 yet (docs/gpu.md).
 #include "dl/autograd/engine.hpp"
 #include "dl/autograd/gradcheck.hpp"
@@ -27,32 +29,10 @@ namespace dc = dl::cuda;
 
 namespace {
 
-const Device kGpu = Device::cuda(0);
-
-template <class T> constexpr double tolerance() { return std::is_same_v<T, float> ? 1e-4 : 1e-10; }
-
-// max over elements of |got - want| / max(|want|, 1); shapes must match.
-template <class T>
-double max_rel_error(const NDArray<T>& got, const NDArray<T>& want) {
-  REQUIRE(got.shape() == want.shape());
-  auto g = got.to_vector(), w = want.to_vector();
-  double worst = 0;
-  for (size_t i = 0; i < g.size(); ++i) {
-    double d = std::abs(static_cast<double>(g[i]) - static_cast<double>(w[i]));
-    if (std::isnan(static_cast<double>(g[i])) != std::isnan(static_cast<double>(w[i]))) return INFINITY;
-    if (std::isnan(d)) continue;  // both NaN
-    worst = std::max(worst, d / std::max(1.0, std::abs(static_cast<double>(w[i]))));
-  }
-  return worst;
-}
-
-template <class T>
-void check_close(const NDArray<T>& gpu, const NDArray<T>& cpu, const std::string& what) {
-  CHECK(gpu.device() == kGpu);
-  double err = max_rel_error(gpu.cpu(), cpu);
-  INFO(what << ": max relative error " << err);
-  CHECK(err <= tolerance<T>());
-}
+using dl_gpu_test::check_close;
+using dl_gpu_test::kGpu;
+using dl_gpu_test::max_rel_error;
+using dl_gpu_test::tolerance;
 
 // Shapes for the property tests: odd sizes (vector tails), size-1 dims, rank 0..4.
 std::vector<Shape> test_shapes(uint64_t seed) {

@@ -18,6 +18,8 @@
 
 #include "dl/autograd/record.hpp"
 #include "dl/backend/cpu/softmax.hpp"
+#include "dl/backend/cuda/reduce.hpp"
+#include "dl/backend/cuda/softmax.hpp"
 #include "dl/ndarray/creation.hpp"
 #include "dl/ops/elementwise.hpp"
 
@@ -38,6 +40,28 @@ inline double reduction_scale(Reduction r, int64_t n) {
   return n > 0 ? 1.0 / static_cast<double>(n) : std::numeric_limits<double>::quiet_NaN();
 }
 
+// (sum of the n losses) * scale as a rank-0 array on the losses' device. On the CPU the sum is
+// accumulated in double in a fixed order; on a GPU by CUB in T (also a fixed order).
+template <class T>
+NDArray<T> scaled_total(const NDArray<T>& losses, double scale) {
+  const int64_t n = losses.numel();
+#if defined(DL_CUDA_ENABLED)
+  if constexpr (cuda::kernel_type<T>) {
+    if (losses.device().is_cuda()) {
+      if (n == 0) return full<T>(Shape{}, static_cast<T>(0.0 * scale), losses.device());
+      NDArray<T> out(Shape{}, losses.device());
+      cuda::sum_all(losses.data(), n, out.data(), losses.device().index);
+      autograd::pause no_tape;
+      out *= static_cast<T>(scale);
+      return out;
+    }
+  }
+#endif
+  NDArray<T> out(Shape{});
+  *out.data() = static_cast<T>((n > 0 ? cpu::sum_deterministic(losses.data(), n) : 0.0) * scale);
+  return out;
+}
+
 // Sum or mean of `losses` as a recorded rank-0 array; Reduction::none returns `losses` itself.
 template <class T>
 NDArray<T> reduce_loss(const NDArray<T>& losses, Reduction r, const char* op) {
@@ -45,8 +69,7 @@ NDArray<T> reduce_loss(const NDArray<T>& losses, Reduction r, const char* op) {
   NDArray<T> l = losses.contiguous();
   const int64_t n = l.numel();
   const double scale = reduction_scale(r, n);
-  NDArray<T> out(Shape{});
-  *out.data() = static_cast<T>((n > 0 ? cpu::sum_deterministic(l.data(), n) : 0.0) * scale);
+  NDArray<T> out = scaled_total(l, scale);
   autograd::record_op<T>(op, {l}, out, [shape = l.shape(), scale](const NDArray<T>& g) {
     return std::vector<NDArray<T>>{full<T>(shape, static_cast<T>(static_cast<double>(g.item()) * scale))};
   });
@@ -66,13 +89,18 @@ struct ClassRows {
   int64_t rows = 0, cols = 0;
 };
 
+// gpu_ok: the loss has CUDA kernels (cross_entropy); logits and labels must then share a device.
 template <class T, class Label>
 ClassRows<T, Label> class_rows(const NDArray<T>& logits, const NDArray<Label>& labels, const char* op,
-                               const char* what) {
+                               const char* what, bool gpu_ok = false) {
   logits.require_defined(op);
   labels.require_defined(op);
-  require_cpu(logits.device(), op);
-  require_cpu(labels.device(), op);
+  if (!gpu_ok || !cuda::kernel_type<T>) {
+    require_cpu(logits.device(), op);
+    require_cpu(labels.device(), op);
+  }
+  check<DeviceError>(logits.device() == labels.device(), op, ": ", what, " are on ", logits.device(),
+                     " but labels on ", labels.device(), "; move one with .to()");
   const Shape& s = logits.shape();
   check<ShapeError>(s.rank() >= 2, op, ": ", what, " must have shape (N, C) or (N, C, d1, ...), got ", s);
   std::vector<int64_t> expect = s.vec();
@@ -83,9 +111,11 @@ ClassRows<T, Label> class_rows(const NDArray<T>& logits, const NDArray<Label>& l
   r.cols = s[1];
   r.rows = labels.numel();
   r.loss_shape = labels.shape();
-  // Every label is checked here, before any kernel runs (kernels must not throw).
+  // Every label is checked here, before any kernel runs (kernels must not throw). Labels on a GPU
+  // are read through a host copy (the host waits for them once).
+  const NDArray<Label> host_labels = labels.device().is_cuda() ? labels.cpu() : labels;
   int64_t i = 0;
-  for_each_element(labels, [&](Label* p) {
+  for_each_element(host_labels, [&](const Label* p) {
     const int64_t v = static_cast<int64_t>(*p);
     if (v < 0 || v >= r.cols) [[unlikely]] {
       if (labels.rank() == 1) fail<ValueError>(op, ": label ", v, " at row ", i, " is out of range for ", r.cols, " classes");
@@ -125,26 +155,37 @@ NDArray<value_type_t<A>> cross_entropy(const A& logits, const NDArray<Label>& la
   detail::check_reduction(reduction, "cross_entropy");
   check<ValueError>(label_smoothing >= 0.0 && label_smoothing < 1.0,
                     "cross_entropy: label_smoothing must be in [0, 1), got ", label_smoothing);
-  auto rows = detail::class_rows(eval(logits), labels, "cross_entropy", "logits");
+  auto rows = detail::class_rows(eval(logits), labels, "cross_entropy", "logits", true);
   const int64_t M = rows.rows, C = rows.cols;
   const T smoothing = static_cast<T>(label_smoothing);
-  NDArray<T> losses(Shape{M}), row_max(Shape{M}), log_sum(Shape{M});
-  if (M > 0)
-    cpu::cross_entropy_forward(rows.x.data(), rows.labels.data(), M, C, smoothing, losses.data(), row_max.data(),
-                               log_sum.data());
+  const Device device = rows.x.device();
+  NDArray<T> losses(Shape{M}, device), row_max(Shape{M}, device), log_sum(Shape{M}, device);
+  if (M > 0) {
+#if defined(DL_CUDA_ENABLED)
+    if (device.is_cuda())
+      cuda::cross_entropy_forward(rows.x.data(), rows.labels.data(), M, C, smoothing, losses.data(), row_max.data(),
+                                  log_sum.data(), device.index);
+    else
+#endif
+      cpu::cross_entropy_forward(rows.x.data(), rows.labels.data(), M, C, smoothing, losses.data(), row_max.data(),
+                                 log_sum.data());
+  }
   const bool per_row = reduction == Reduction::none;
   const double scale = detail::reduction_scale(reduction, M);
-  NDArray<T> out = losses;
-  if (!per_row) {
-    out = NDArray<T>(Shape{});
-    *out.data() = static_cast<T>((M > 0 ? cpu::sum_deterministic(losses.data(), M) : 0.0) * scale);
-  }
+  NDArray<T> out = per_row ? losses : detail::scaled_total(losses, scale);
   autograd::record_op<T>("cross_entropy", {rows.x}, out,
                          [x = rows.x.detach(), lab = rows.labels, row_max, log_sum, per_row, scale, smoothing, M,
                           C](const NDArray<T>& g) {
                            NDArray<T> gc = g.contiguous();
-                           NDArray<T> dx(x.shape());
-                           if (dx.numel() > 0)
+                           NDArray<T> dx(x.shape(), x.device());
+                           if (dx.numel() == 0) return std::vector<NDArray<T>>{dx};
+#if defined(DL_CUDA_ENABLED)
+                           if (x.device().is_cuda())
+                             cuda::cross_entropy_backward(x.data(), lab.data(), row_max.data(), log_sum.data(),
+                                                          gc.data(), per_row ? 1 : 0, static_cast<T>(scale), M, C,
+                                                          smoothing, dx.data(), x.device().index);
+                           else
+#endif
                              cpu::cross_entropy_backward(x.data(), lab.data(), row_max.data(), log_sum.data(),
                                                          gc.data(), per_row ? 1 : 0, static_cast<T>(scale), M, C,
                                                          smoothing, dx.data());
@@ -168,11 +209,7 @@ NDArray<value_type_t<A>> nll(const A& log_probs, const NDArray<Label>& labels, R
   if (M > 0) cpu::nll_forward(rows.x.data(), rows.labels.data(), M, C, losses.data());
   const bool per_row = reduction == Reduction::none;
   const double scale = detail::reduction_scale(reduction, M);
-  NDArray<T> out = losses;
-  if (!per_row) {
-    out = NDArray<T>(Shape{});
-    *out.data() = static_cast<T>((M > 0 ? cpu::sum_deterministic(losses.data(), M) : 0.0) * scale);
-  }
+  NDArray<T> out = per_row ? losses : detail::scaled_total(losses, scale);
   autograd::record_op<T>("nll", {rows.x}, out,
                          [lab = rows.labels, per_row, scale, M, C](const NDArray<T>& g) {
                            NDArray<T> gc = g.contiguous();

@@ -24,6 +24,7 @@
 
 #include "dl/autograd/record.hpp"
 #include "dl/backend/cpu/reduce.hpp"
+#include "dl/backend/cuda/reduce.hpp"
 #include "dl/ops/elementwise.hpp"
 
 namespace dl {
@@ -91,10 +92,21 @@ NDArray<T> keep_view(const NDArray<T>& g, const ReduceAxes& r) {
   return g.reshape(r.keep_shape);
 }
 
+// gpu_ok: the reduction has a CUDA path (sum and mean; the others run on the CPU only).
 template <class T>
-void require_reducible(const NDArray<T>& a, const char* op) {
+void require_reducible(const NDArray<T>& a, const char* op, bool gpu_ok = false) {
   a.require_defined(op);
-  require_cpu(a.device(), op);
+  if (!gpu_ok || !cuda::kernel_type<T>) require_cpu(a.device(), op);
+}
+
+// out = a summed over the dims where mask is true, on a's device.
+template <class T>
+void sum_reduce_on(const NDArray<T>& a, const std::array<bool, kMaxRank>& mask, NDArray<T>& out) {
+#if defined(DL_CUDA_ENABLED)
+  if constexpr (cuda::kernel_type<T>)
+    if (a.device().is_cuda()) return cuda::sum_reduce(a.data(), a.shape(), a.strides(), mask, out.data(), a.device().index);
+#endif
+  cpu::sum_reduce(a.data(), a.shape(), a.strides(), mask, out.data());
 }
 
 inline void require_nonempty(const ReduceAxes& r, const char* op) {
@@ -105,9 +117,9 @@ inline void require_nonempty(const ReduceAxes& r, const char* op) {
 template <class T>
 NDArray<T> sum_impl(const NDArray<T>& a, const ReduceAxes& r) {
   static_assert(Arithmetic<T>, "sum: needs an arithmetic element type");
-  require_reducible(a, "sum");
-  NDArray<T> out(r.out_shape);
-  cpu::sum_reduce(a.data(), a.shape(), a.strides(), r.mask, out.data());
+  require_reducible(a, "sum", true);
+  NDArray<T> out(r.out_shape, a.device());
+  sum_reduce_on(a, r.mask, out);
   if constexpr (FloatingPoint<T>) {
     autograd::record_op<T>("sum", {a}, out, [r](const NDArray<T>& g) {
       return std::vector<NDArray<T>>{keep_view(g, r).broadcast_to(r.in_shape)};
@@ -119,12 +131,12 @@ NDArray<T> sum_impl(const NDArray<T>& a, const ReduceAxes& r) {
 template <class T>
 NDArray<T> mean_impl(const NDArray<T>& a, const ReduceAxes& r) {
   static_assert(FloatingPoint<T>, "mean: needs a float or double array");
-  require_reducible(a, "mean");
+  require_reducible(a, "mean", true);
   require_nonempty(r, "mean");
-  NDArray<T> out(r.out_shape);
+  NDArray<T> out(r.out_shape, a.device());
   {
     autograd::pause no_tape;
-    cpu::sum_reduce(a.data(), a.shape(), a.strides(), r.mask, out.data());
+    sum_reduce_on(a, r.mask, out);
     out *= T(1) / static_cast<T>(r.count);
   }
   autograd::record_op<T>("mean", {a}, out, [r](const NDArray<T>& g) {

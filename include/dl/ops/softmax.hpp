@@ -15,6 +15,7 @@
 
 #include "dl/autograd/record.hpp"
 #include "dl/backend/cpu/softmax.hpp"
+#include "dl/backend/cuda/softmax.hpp"
 #include "dl/ops/elementwise.hpp"
 
 namespace dl {
@@ -31,20 +32,38 @@ inline cpu::SoftmaxLayout softmax_layout(const Shape& shape, int axis) {
   return l;
 }
 
+// The kernels for the array's device: backend/cpu or backend/cuda (same layouts and formulas).
+template <bool Log, class T>
+void softmax_forward_on(const Device& d, const T* x, T* y, const cpu::SoftmaxLayout& l) {
+#if defined(DL_CUDA_ENABLED)
+  if (d.is_cuda()) return cuda::softmax_forward<Log>(x, y, l, d.index);
+#endif
+  (void)d;
+  cpu::softmax_forward<Log>(x, y, l);
+}
+template <bool Log, class T>
+void softmax_backward_on(const Device& d, const T* y, const T* g, T* dx, const cpu::SoftmaxLayout& l) {
+#if defined(DL_CUDA_ENABLED)
+  if (d.is_cuda()) return cuda::softmax_backward<Log>(y, g, dx, l, d.index);
+#endif
+  (void)d;
+  cpu::softmax_backward<Log>(y, g, dx, l);
+}
+
 template <bool Log, class T>
 NDArray<T> softmax_impl(const NDArray<T>& input, int axis, const char* op) {
   input.require_defined(op);
-  require_cpu(input.device(), op);
+  if constexpr (!cuda::kernel_type<T>) require_cpu(input.device(), op);
   int ax = normalize_axis(axis, input.rank(), op);
   // contiguous() is a recorded copy when needed, so the gradient reaches a strided input.
   NDArray<T> x = input.contiguous();
   cpu::SoftmaxLayout layout = softmax_layout(x.shape(), ax);
-  NDArray<T> out(x.shape());
-  if (out.numel() > 0) cpu::softmax_forward<Log>(x.data(), out.data(), layout);
+  NDArray<T> out(x.shape(), x.device());
+  if (out.numel() > 0) softmax_forward_on<Log>(x.device(), x.data(), out.data(), layout);
   autograd::record_op<T>(op, {x}, out, [y = out.detach(), layout](const NDArray<T>& g) {
     NDArray<T> gc = g.contiguous();
-    NDArray<T> dx(y.shape());
-    if (dx.numel() > 0) cpu::softmax_backward<Log>(y.data(), gc.data(), dx.data(), layout);
+    NDArray<T> dx(y.shape(), y.device());
+    if (dx.numel() > 0) softmax_backward_on<Log>(y.device(), y.data(), gc.data(), dx.data(), layout);
     return std::vector<NDArray<T>>{dx};
   });
   return out;
