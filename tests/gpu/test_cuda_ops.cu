@@ -19,6 +19,10 @@
 #include "dl/ops/matmul.hpp"
 #include "dl/ops/reduce.hpp"
 #include "dl/ops/softmax.hpp"
+#include "dl/nn/dense.hpp"
+#include "dl/nn/module.hpp"
+#include "dl/optim/adam.hpp"
+#include "dl/optim/sgd.hpp"
 
 using dl::NDArray;
 using dl::Shape;
@@ -217,4 +221,56 @@ TEST_CASE("a classifier trains on the GPU as on the CPU: matmul, bias + relu, cr
     CHECK(std::abs(on_gpu[i] - on_cpu[i]) <= 1e-4f * std::max(1.0f, std::abs(on_cpu[i])));
   }
   CHECK(on_gpu.back() < 0.7f * on_gpu.front());  // it learns
+}
+
+namespace {
+struct TwoLayer : dl::nn::Module {
+  dl::nn::Dense fc1, fc2;
+  explicit TwoLayer(dl::Generator& gen) : fc1(12, 16, true, gen), fc2(16, 3, true, gen) {
+    register_module("fc1", &TwoLayer::fc1);
+    register_module("fc2", &TwoLayer::fc2);
+  }
+  template <class X> auto forward(const X& x) { return fc2(dl::relu(fc1(x))); }
+};
+}  // namespace
+
+TEST_CASE("nn::Module::to(gpu) and optim::SGD on the GPU: the CPU's parameters after 5 steps") {
+  struct Opt { double momentum; bool nesterov; double wd; };
+  for (const Opt& o : {Opt{0.0, false, 0.0}, Opt{0.9, false, 1e-3}, Opt{0.9, true, 0.0}}) {
+    dl::Generator g1(5), g2(5), data(6);
+    TwoLayer cpu_net(g1), gpu_net(g2);
+    gpu_net.to(kGpu);
+    for (auto& [name, p] : gpu_net.named_parameters()) {
+      INFO(name);
+      CHECK(p.device() == kGpu);
+      CHECK(p.tracks_grad());
+    }
+    auto x = dl::randn<float>({32, 12}, 0.0, 1.0, data);
+    NDArray<int64_t> y(Shape{32});
+    for (int64_t i = 0; i < 32; ++i) y.at({i}) = i % 3;
+    dl::optim::SGD cpu_opt(cpu_net.named_parameters(), 0.1, o.momentum, o.nesterov, o.wd);
+    dl::optim::SGD gpu_opt(gpu_net.named_parameters(), 0.1, o.momentum, o.nesterov, o.wd);
+    auto xg = x.cuda();
+    auto yg = y.cuda();
+    for (int step = 0; step < 5; ++step) {
+      {
+        dl::autograd::record rec;
+        dl::cross_entropy(cpu_net.forward(x), y).backward();
+        dl::cross_entropy(gpu_net.forward(xg), yg).backward();
+      }
+      cpu_opt.step();
+      gpu_opt.step();
+    }
+    auto want = cpu_net.named_parameters(), got = gpu_net.named_parameters();
+    for (size_t i = 0; i < want.size(); ++i) {
+      INFO(want[i].first << " momentum " << o.momentum << " nesterov " << o.nesterov << " wd " << o.wd);
+      check_close(got[i].second.detach(), want[i].second.detach(), want[i].first);
+    }
+    CHECK(gpu_opt.state_dict().tensors.size() == (o.momentum > 0 ? 4u : 0u));
+  }
+  // Optimizers without a GPU update refuse device parameters when they are made, not mid-training.
+  dl::Generator g(7);
+  TwoLayer net(g);
+  net.to(kGpu);
+  CHECK_THROWS_WITH_AS(dl::optim::Adam(net.named_parameters(), 1e-3), doctest::Contains("cuda"), dl::DeviceError);
 }

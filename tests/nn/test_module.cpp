@@ -246,3 +246,16 @@ TEST_CASE("module: nn::clone is independent of the original") {
   y.backward(ones<float>({2, 2}));
   for (float g : a.fc2.weight.grad().to_vector()) CHECK(g == 0.0f);
 }
+
+TEST_CASE("module: to(cpu) keeps every handle; to(cuda) in a CPU build throws and changes nothing") {
+  Net net;
+  auto before = net.named_parameters();
+  net.to(dl::Device::cpu());
+  auto after = net.named_parameters();
+  REQUIRE(before.size() == after.size());
+  for (size_t i = 0; i < before.size(); ++i) CHECK(before[i].second.data() == after[i].second.data());
+  if (!dl::cuda::is_available()) {
+    CHECK_THROWS_AS(net.to(dl::Device::cuda(0)), dl::DeviceError);
+    for (auto& [name, p] : net.named_parameters()) CHECK(p.device() == dl::Device::cpu());
+  }
+}

@@ -145,6 +145,20 @@ class Module {
     }
   }
 
+  // Moves every parameter and buffer to `device` (a copy each; parameters get a gradient buffer
+  // there). Optimizers hold the arrays they were given: make them after the move. A failed move
+  // (no such device) throws before anything changed.
+  void to(Device device) {
+    autograd::pause no_tape;
+    if (device.is_cuda()) ::dl::cuda::require_device(device, "Module::to");
+    for_each_array_slot([device](NDArray<float>& a, bool buffer) {
+      if (!a.defined() || a.device() == device) return;
+      const bool had_grad = a.grad_meta() && a.grad_meta()->requires_grad;
+      a = a.detach().to(device);
+      if (!buffer && had_grad) a.attach_grad();
+    });
+  }
+
   // Visits every parameter and buffer slot (by reference, so the handle itself can be rebound).
   template <class Fn>
   void for_each_array_slot(Fn&& fn) {

@@ -3,6 +3,9 @@
 // buffers ("slots", created as zeros on a parameter's first update) and per-parameter step counts.
 // step() runs under autograd::pause and calls the subclass's update() once per parameter that has
 // a gradient buffer; update() is one pass over memory (param, grad and slots together).
+// Parameters on a GPU go to update_device() instead, which subclasses that support devices write
+// with elementwise expressions (each one fused kernel on the device); SGD does, the others throw
+// DeviceError at construction for device parameters.
 //
 //   dl::optim::SGD opt(net.named_parameters(), 0.1, /*momentum=*/0.9);
 //   opt.zero_grad();  { dl::autograd::record r; loss = ...; }  loss.backward();  opt.step();
@@ -74,10 +77,14 @@ class Optimizer {
       const NDArray<float>& g_buffer = p.grad_meta()->grad;
       check<ShapeError>(g_buffer.shape() == p.shape(), name_, ": gradient of '", params_[i].first, "' has shape ",
                         g_buffer.shape(), ", parameter has ", p.shape());
+      check<DeviceError>(g_buffer.device() == p.device(), name_, ": gradient of '", params_[i].first, "' is on ",
+                         g_buffer.device(), ", parameter on ", p.device());
       NDArray<float> g = g_buffer.contiguous();
-      for (size_t s = 0; s < slot_names_.size(); ++s) slot(i, s);  // allocate before the parallel loop
+      for (size_t s = 0; s < slot_names_.size(); ++s) slot_array(i, s);  // allocate before the parallel loop
       ++param_steps_[i];
-      if (p.numel() > 0) update(i, p.data(), g.data(), p.numel(), param_steps_[i]);
+      if (p.numel() == 0) continue;
+      if (p.device().is_cuda()) update_device(i, p, g, param_steps_[i]);
+      else update(i, p.data(), g.data(), p.numel(), param_steps_[i]);
     }
   }
 
@@ -143,14 +150,16 @@ class Optimizer {
 
  protected:
   // `slot_names`: the per-parameter state buffers this optimizer keeps (e.g. {"exp_avg", "exp_avg_sq"}).
-  Optimizer(const char* name, NamedParameters params, double lr, std::vector<std::string> slot_names)
+  // device_ok: the subclass implements update_device (parameters may live on a GPU).
+  Optimizer(const char* name, NamedParameters params, double lr, std::vector<std::string> slot_names,
+            bool device_ok = false)
       : name_(name), params_(std::move(params)), slot_names_(std::move(slot_names)), lr_(lr) {
     check_lr(name_, lr);
     std::set<std::string> seen;
     for (auto& [pname, p] : params_) {
       check<ValueError>(seen.insert(pname).second, name_, ": parameter name '", pname, "' appears twice");
       check<ValueError>(p.defined(), name_, ": parameter '", pname, "' is undefined");
-      require_cpu(p.device(), name_);
+      if (!device_ok) require_cpu(p.device(), name_);
       check<ValueError>(p.is_leaf(), name_, ": parameter '", pname, "' is not a leaf (it is the result of an operation)");
       check<ValueError>(p.is_contiguous(), name_, ": parameter '", pname, "' of shape ", p.shape(),
                         " is not contiguous; pass the array that owns the storage");
@@ -163,10 +172,21 @@ class Optimizer {
   // this parameter's updates including this one. Runs under autograd::pause; must not throw.
   virtual void update(size_t index, float* param, const float* grad, int64_t n, int64_t step) = 0;
 
-  // State buffer `s` of parameter `index` (zeros until first written).
-  float* slot(size_t index, size_t s) {
+  // The same update for a parameter on a GPU: param, grad and the slots (slot_array) are device
+  // arrays; write it with elementwise expressions. Runs under autograd::pause.
+  virtual void update_device(size_t, NDArray<float>& param, const NDArray<float>&, int64_t) {
+    fail<DeviceError>(name_, ": has no GPU update; parameter on ", param.device());
+  }
+
+  // State buffer `s` of parameter `index`, on the parameter's device (zeros until first written).
+  NDArray<float>& slot_array(size_t index, size_t s) {
     NDArray<float>& buf = slots_[index][s];
-    if (!buf.defined()) buf = zeros<float>(params_[index].second.shape());
+    const NDArray<float>& p = params_[index].second;
+    if (!buf.defined()) buf = zeros<float>(p.shape(), p.device());
+    return buf;
+  }
+  float* slot(size_t index, size_t s) {
+    NDArray<float>& buf = slot_array(index, s);
     return buf.numel() ? buf.data() : nullptr;
   }
 

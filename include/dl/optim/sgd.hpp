@@ -18,8 +18,9 @@ namespace dl::optim {
 class SGD : public Optimizer {
  public:
   SGD(NamedParameters params, double lr, double momentum = 0.0, bool nesterov = false, double weight_decay = 0.0)
-      : Optimizer("sgd", std::move(params), lr, momentum > 0 ? std::vector<std::string>{"momentum_buffer"}
-                                                             : std::vector<std::string>{}),
+      : Optimizer("sgd", std::move(params), lr,
+                  momentum > 0 ? std::vector<std::string>{"momentum_buffer"} : std::vector<std::string>{},
+                  /*device_ok=*/true),
         momentum_(momentum), nesterov_(nesterov), weight_decay_(weight_decay) {
     check<ValueError>(momentum >= 0 && momentum < 1, "sgd: momentum must be in [0, 1), got ", momentum);
     check<ValueError>(!nesterov || momentum > 0, "sgd: nesterov needs a positive momentum, got ", momentum);
@@ -62,6 +63,20 @@ class SGD : public Optimizer {
         }
       }
     });
+  }
+
+  // The same formulas as expressions: 2 fused kernels with momentum, 1 without.
+  void update_device(size_t index, NDArray<float>& p, const NDArray<float>& g, int64_t) override {
+    const float lr = static_cast<float>(this->lr()), mu = static_cast<float>(momentum_),
+                wd = static_cast<float>(weight_decay_);
+    if (momentum_ == 0) {
+      p -= (g + p * wd) * lr;
+      return;
+    }
+    NDArray<float>& buf = slot_array(index, 0);
+    buf.assign(buf * mu + (g + p * wd));
+    if (nesterov_) p -= ((g + p * wd) + buf * mu) * lr;
+    else p -= buf * lr;
   }
 
  private:
