@@ -4,7 +4,8 @@
 #   1. builds every CUDA target (scripts/cuda-compile-check.sh, build dir build-gpu),
 #   2. runs the GPU test suite (meson test --suite gpu: GPU vs CPU, float64 gradcheck),
 #   3. runs the GPU benchmarks: fused elementwise vs device copy bandwidth (target >= 0.85),
-#      MLP training steps dl vs PyTorch eager (bench_gpu_mlp, mlp_torch.py),
+#      MLP training steps dl vs PyTorch eager (bench_gpu_mlp, mlp_torch.py), ResNet-18/50 training
+#      at batch 128, 224x224, fp32 and TF32, dl vs PyTorch (bench_gpu_resnet, resnet_torch.py),
 # and prints a summary table last. Budget: 6 minutes on one H100 (build ~2-3 min on 16 cores).
 # Exit status 0 only when everything ran and no test failed. Without a GPU the build still runs
 # and the run part fails clearly ("no GPU").
@@ -183,6 +184,41 @@ for key in sorted(dl):
         detail += ", no torch figure"
     print(f"mlp batch {key[0]} width {key[1]}|ok|{detail}")
 EOF
+)
+fi
+
+# ResNet-18 / ResNet-50 training, batch 128, 224x224, fp32 and TF32: dl vs PyTorch (target >= 0.9x).
+rsteps=10
+if [ $quick -eq 1 ]; then rsteps=3; fi
+if [ -x "$bench_dir/bench_gpu_resnet" ]; then
+  timeout 300 "$bench_dir/bench_gpu_resnet" --steps $rsteps --json >"$logdir/resnet_dl.json" 2>"$logdir/resnet_dl.err" ||
+    { row "resnet dl" FAILED "$(tail -1 "$logdir/resnet_dl.err")"; status=1; }
+  timeout 300 python3 bench/gpu/resnet_torch.py --steps $rsteps >"$logdir/resnet_torch.json" 2>"$logdir/resnet_torch.err" ||
+    { row "resnet torch" FAILED "$(tail -1 "$logdir/resnet_torch.err")"; status=1; }
+  while IFS='|' read -r name result detail; do row "$name" "$result" "$detail"; done < <(python3 - "$logdir/resnet_dl.json" "$logdir/resnet_torch.json" <<'EOF2'
+import json, sys
+def rows(path):
+    out = {}
+    try:
+        for line in open(path):
+            line = line.strip()
+            if line.startswith("{"):
+                r = json.loads(line)
+                out[(r["model"], r["precision"], r["batch"])] = r
+    except OSError:
+        pass
+    return out
+dl, torch = rows(sys.argv[1]), rows(sys.argv[2])
+for key in sorted(dl):
+    d, t = dl[key], torch.get(key)
+    detail = f"dl {d['images_per_s']:.0f} img/s ({d['peak_mib']:.0f} MiB)"
+    if t:
+        r = d["images_per_s"] / t["images_per_s"]
+        detail += f", torch {t['images_per_s']:.0f} img/s ({t['peak_mib']:.0f} MiB), dl/torch {r:.2f} (target >= 0.9: {'met' if r >= 0.9 else 'NOT met'})"
+    else:
+        detail += ", no torch figure"
+    print(f"{key[0]} {key[1]} b{key[2]}|ok|{detail}")
+EOF2
 )
 fi
 
