@@ -120,4 +120,46 @@ struct Where {
   template <class T> DL_HOST_DEVICE T d2(T c, T, T, T) const { return c != T(0) ? T(0) : T(1); }
 };
 
+// ---- what the derivative rules read ---------------------------------------------------------------
+// For planners (graph/exec.hpp): a value no rule of a fused region reads need not be kept for
+// backward. grad_reads<Op>::partial[k] is the set of values the partial derivative with respect to
+// operand k reads: reads::operand(j) for operand j's value, reads::output for the primitive's
+// value (which depends on every operand). Primitives listed nowhere read everything.
+//
+//   add:  da = 1, db = 1          partial = {none, none}
+//   mul:  da = b, db = a          partial = {operand(1), operand(0)}
+//   exp:  d = y                   partial = {output}
+namespace reads {
+inline constexpr unsigned none = 0, output = 1u << 3, all = 0xfu;
+constexpr unsigned operand(int k) { return 1u << k; }
+}  // namespace reads
+
+template <class Op> struct grad_reads { static constexpr unsigned partial[3] = {reads::all, reads::all, reads::all}; };
+#define DL_GRAD_READS(Name, ...) \
+  template <> struct grad_reads<Name> { static constexpr unsigned partial[3] = {__VA_ARGS__}; };
+DL_GRAD_READS(Neg, reads::none)
+DL_GRAD_READS(Identity, reads::none)
+DL_GRAD_READS(Abs, reads::operand(0))
+DL_GRAD_READS(Exp, reads::output)
+DL_GRAD_READS(Expm1, reads::output)
+DL_GRAD_READS(Log, reads::operand(0))
+DL_GRAD_READS(Sqrt, reads::output)
+DL_GRAD_READS(Rsqrt, reads::output)
+DL_GRAD_READS(Square, reads::operand(0))
+DL_GRAD_READS(Tanh, reads::output)
+DL_GRAD_READS(Sigmoid, reads::output)
+DL_GRAD_READS(Relu, reads::operand(0))
+DL_GRAD_READS(Add, reads::none, reads::none)
+DL_GRAD_READS(Sub, reads::none, reads::none)
+DL_GRAD_READS(Mul, reads::operand(1), reads::operand(0))
+DL_GRAD_READS(Div, reads::operand(1), reads::operand(1) | reads::output)
+DL_GRAD_READS(Where, reads::none, reads::operand(0), reads::operand(0))
+#undef DL_GRAD_READS
+
+// Primitives whose derivative d(x, y) depends only on whether x > 0: backward can keep one bit
+// per element (x > 0) instead of a value, and take the derivative as d(1, 1) or d(0, 0).
+// relu: d = (x > 0 ? 1 : 0), so d(1, 1) = 1 and d(0, 0) = 0.
+template <class Op> struct derivative_from_sign : std::false_type {};
+template <> struct derivative_from_sign<Relu> : std::true_type {};
+
 }  // namespace dl::prim

@@ -81,7 +81,9 @@ struct PlanReport {
   int slots = 0;              // memory blocks after liveness
   int64_t bytes_unplanned = 0;
   int64_t bytes_planned = 0;
-  int64_t bytes_forward = 0;  // per-call memory: slots taken when forward starts (the rest: at backward)
+  // Per-call memory: the slots held from forward until backward (the slots only forward uses go
+  // back after forward, the ones only backward uses are taken when it starts).
+  int64_t bytes_forward = 0;
   bool per_call = false;
   // forward_backward run batch-parallel (Compiled::forward_backward): the number of slices (one
   // per thread), each slice's rows and planned bytes (the counts above are one slice's, the bytes
@@ -200,6 +202,11 @@ class Plan : public PlanBase, public LogitsSource<typename G::value_type> {
     set_inputs(args...);
     root_.plan_forward(ctx_);
     const int forward_steps = ctx_.memory.steps();
+    ctx_.backward_from = forward_steps;
+    // The result (and the logits) outlive the forward pass: known before backward is planned, so
+    // a node deciding what to keep for backward (EpilogueExec's mask) sees that they stay anyway.
+    ctx_.memory.use(root_.value_id(), forward_steps);
+    if constexpr (is_cross_entropy_node<G>::value) ctx_.memory.use(root_.a.value_id(), forward_steps);
     if (training && root_.needs_grad) {
       grad_id_ = root_.grad_id;
       root_.plan_backward(ctx_);
@@ -234,7 +241,7 @@ class Plan : public PlanBase, public LogitsSource<typename G::value_type> {
     report.slots = ctx_.memory.num_slots();
     report.bytes_unplanned = ctx_.memory.unplanned_bytes();
     report.bytes_planned = ctx_.memory.planned_bytes();
-    report.bytes_forward = ctx_.memory.upfront_bytes();
+    report.bytes_forward = ctx_.memory.held_bytes();
     report.per_call = per_call_;
   }
 
@@ -256,6 +263,14 @@ class Plan : public PlanBase, public LogitsSource<typename G::value_type> {
       if (per_call_) ctx_.memory.drop(root_.value_id());
     return root_.value;
   }
+  // Per call, after forward: gives back the slots only forward used (the GEMM output under
+  // relu(x W^T), a value whose readers' backward does not read it) and rebinds the views, so the
+  // plan holds only what backward reads until backward runs.
+  void release_forward() {
+    if (!per_call_) return;
+    ctx_.memory.release_forward();
+    root_.bind(ctx_);
+  }
   // Backward from a head gradient (null: 1 for a one-element output). Per call, a head that only
   // the caller and the engine hold may be written over (it becomes the output gradient).
   void backward(const NDArray<T>* head) {
@@ -268,6 +283,7 @@ class Plan : public PlanBase, public LogitsSource<typename G::value_type> {
       if (head && head->shape() == root_.grad.shape() && head->is_contiguous() && head->offset() == 0 &&
           head->storage().use_count() <= 2)
         in_head = ctx_.memory.adopt(root_.grad_id, head->storage());
+      ctx_.memory.release_forward();  // (forward_backward: not released yet)
       ctx_.memory.allocate_deferred();
       root_.bind(ctx_);
       allocate_input_grads();
@@ -558,6 +574,7 @@ class Compiled {
       autograd::pause no_tape;
       out = p->forward(args...);
       if (!p->per_call()) out = out.clone();  // the plan's own memory is overwritten by the next call
+      else p->release_forward();
     }
     if (!p->needs_grad()) return out;  // nothing to differentiate: no tape node
     auto node = std::make_shared<autograd::FunctionNode<T>>();

@@ -15,14 +15,21 @@
 #pragma once
 #include <algorithm>
 #include <array>
+#include <climits>
+#include <cstdint>
 #include <cstring>
 #include <map>
 #include <optional>
 #include <set>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
+
+#if defined(__AVX__)
+#include <immintrin.h>  // the relu masks' sign bits (EpilogueExec)
+#endif
 
 #include "dl/autograd/checkpoint.hpp"  // is_recomputing(): batch norm's running statistics
 #include "dl/autograd/record.hpp"
@@ -44,6 +51,7 @@ struct PlanContext {
   MemoryPlan memory;
   bool training = false;  // a backward pass is planned
   bool tape = false;      // parameters' gradients go through the eager engine (accumulate)
+  int backward_from = INT_MAX;  // the first backward step (set once the forward pass is planned)
   std::set<const void*> grads_seen;  // parameters / inputs that already received a gradient
   std::map<uint64_t, void*> shared;  // op node id -> the Exec that computes it
   std::map<uint64_t, void*> named;   // let / chain value id -> its NamedValue<T>
@@ -236,10 +244,33 @@ struct Exec<Input<T, R, I>> {
 
 // ---- elementwise regions ------------------------------------------------------------------------
 
+// Activation epilogues (see EpilogueExec below): the primitives whose derivative the epilogue
+// takes from its saved output, and the op nodes that run one.
+template <class Op> struct derivative_from_output : std::false_type {};
+template <> struct derivative_from_output<prim::Relu> : std::true_type {};
+template <> struct derivative_from_output<prim::Tanh> : std::true_type {};
+template <> struct derivative_from_output<prim::Sigmoid> : std::true_type {};
+template <> struct derivative_from_output<prim::Exp> : std::true_type {};
+
+template <class E> struct has_gemm_epilogue : std::false_type {};
+template <class A> struct has_gemm_epilogue<MatmulNode<A>> : std::true_type {};
+template <class A> struct has_gemm_epilogue<Conv2dNode<A>> : std::true_type {};
+
+// relu(matmul(...)) inside a larger region, as in x + s * relu(x W^T), is a leaf of that region:
+// it runs as the GEMM's epilogue, which keeps one bit per element for backward (y > 0) instead of
+// the GEMM output the region's backward would otherwise read (Gist's 1-bit "binarize" encoding of
+// relu outputs, Jain et al. 2018). Only for derivatives that read the sign alone: for tanh and the
+// like the epilogue would keep a full value, so they stay inside the region.
+template <class Op, class A>
+inline constexpr bool is_epilogue_leaf =
+    prim::derivative_from_sign<Op>::value && derivative_from_output<Op>::value && has_gemm_epilogue<A>::value;
+
 // The non-scalar leaves of a region, left to right (the order expr::for_each_leaf follows).
 template <class E> struct region_leaves { using type = std::tuple<E>; };
 template <class T> struct region_leaves<ScalarExpr<T>> { using type = std::tuple<>; };
-template <class Op, class A> struct region_leaves<UnaryExpr<Op, A>> : region_leaves<A> {};
+template <class Op, class A>
+struct region_leaves<UnaryExpr<Op, A>>
+    : std::conditional_t<is_epilogue_leaf<Op, A>, std::type_identity<std::tuple<UnaryExpr<Op, A>>>, region_leaves<A>> {};
 template <class Op, class A, class B>
 struct region_leaves<BinaryExpr<Op, A, B>> {
   using type = decltype(std::tuple_cat(std::declval<typename region_leaves<A>::type>(),
@@ -254,7 +285,9 @@ struct region_leaves<TernaryExpr<Op, A, B, C>> {
 template <class E> inline constexpr size_t region_leaf_count = std::tuple_size_v<typename region_leaves<E>::type>;
 
 template <class E> struct primitive_count : std::integral_constant<int, 0> {};
-template <class Op, class A> struct primitive_count<UnaryExpr<Op, A>> : std::integral_constant<int, 1 + primitive_count<A>::value> {};
+template <class Op, class A>
+struct primitive_count<UnaryExpr<Op, A>>
+    : std::integral_constant<int, is_epilogue_leaf<Op, A> ? 0 : 1 + primitive_count<A>::value> {};
 template <class Op, class A, class B>
 struct primitive_count<BinaryExpr<Op, A, B>>
     : std::integral_constant<int, 1 + primitive_count<A>::value + primitive_count<B>::value> {};
@@ -269,15 +302,18 @@ template <class T> auto leaf_nodes(const ScalarExpr<T>&);
 template <class Op, class A> auto leaf_nodes(const UnaryExpr<Op, A>& e);
 template <class Op, class A, class B> auto leaf_nodes(const BinaryExpr<Op, A, B>& e);
 template <class Op, class A, class B, class C> auto leaf_nodes(const TernaryExpr<Op, A, B, C>& e);
-template <size_t I, class E, class Execs> auto lower(const E&, Execs& x);
-template <size_t I, class T, class Execs> auto lower(const ScalarExpr<T>& s, Execs&);
-template <size_t I, class Op, class A, class Execs> auto lower(const UnaryExpr<Op, A>& e, Execs& x);
-template <size_t I, class Op, class A, class B, class Execs> auto lower(const BinaryExpr<Op, A, B>& e, Execs& x);
-template <size_t I, class Op, class A, class B, class C, class Execs> auto lower(const TernaryExpr<Op, A, B, C>& e, Execs& x);
+template <size_t I, class E, class Leaf> auto lower(const E&, Leaf& x);
+template <size_t I, class T, class Leaf> auto lower(const ScalarExpr<T>& s, Leaf&);
+template <size_t I, class Op, class A, class Leaf> auto lower(const UnaryExpr<Op, A>& e, Leaf& x);
+template <size_t I, class Op, class A, class B, class Leaf> auto lower(const BinaryExpr<Op, A, B>& e, Leaf& x);
+template <size_t I, class Op, class A, class B, class C, class Leaf> auto lower(const TernaryExpr<Op, A, B, C>& e, Leaf& x);
 
 template <class E> auto leaf_nodes(const E& e) { return std::tuple<E>{e}; }
 template <class T> auto leaf_nodes(const ScalarExpr<T>&) { return std::tuple<>{}; }
-template <class Op, class A> auto leaf_nodes(const UnaryExpr<Op, A>& e) { return leaf_nodes(e.a); }
+template <class Op, class A> auto leaf_nodes(const UnaryExpr<Op, A>& e) {
+  if constexpr (is_epilogue_leaf<Op, A>) return std::tuple<UnaryExpr<Op, A>>{e};
+  else return leaf_nodes(e.a);
+}
 template <class Op, class A, class B> auto leaf_nodes(const BinaryExpr<Op, A, B>& e) {
   return std::tuple_cat(leaf_nodes(e.a), leaf_nodes(e.b));
 }
@@ -293,23 +329,77 @@ template <class... Ls> struct exec_tuple<std::tuple<Ls...>> {
   }
 };
 
-// The region with every leaf replaced by its Exec's value: an ordinary eager expression.
-template <size_t I, class E, class Execs> auto lower(const E&, Execs& x) { return std::get<I>(x).value; }
-template <size_t I, class T, class Execs> auto lower(const ScalarExpr<T>& s, Execs&) { return s; }
-template <size_t I, class Op, class A, class Execs> auto lower(const UnaryExpr<Op, A>& e, Execs& x) {
-  auto a = lower<I>(e.a, x);
-  return UnaryExpr<Op, decltype(a)>{e.op, a};
+// The region with every leaf replaced by an array: an ordinary eager expression. leaf(integral
+// constant I) gives leaf I's array (its Exec's value, or for backward a stand-in: RegionExec).
+template <size_t I, class E, class Leaf> auto lower(const E&, Leaf& x) { return x(std::integral_constant<size_t, I>{}); }
+template <size_t I, class T, class Leaf> auto lower(const ScalarExpr<T>& s, Leaf&) { return s; }
+template <size_t I, class Op, class A, class Leaf> auto lower(const UnaryExpr<Op, A>& e, Leaf& x) {
+  if constexpr (is_epilogue_leaf<Op, A>) {
+    return x(std::integral_constant<size_t, I>{});
+  } else {
+    auto a = lower<I>(e.a, x);
+    return UnaryExpr<Op, decltype(a)>{e.op, a};
+  }
 }
-template <size_t I, class Op, class A, class B, class Execs> auto lower(const BinaryExpr<Op, A, B>& e, Execs& x) {
+template <size_t I, class Op, class A, class B, class Leaf> auto lower(const BinaryExpr<Op, A, B>& e, Leaf& x) {
   auto a = lower<I>(e.a, x);
   auto b = lower<I + region_leaf_count<A>>(e.b, x);
   return BinaryExpr<Op, decltype(a), decltype(b)>{e.op, a, b};
 }
-template <size_t I, class Op, class A, class B, class C, class Execs> auto lower(const TernaryExpr<Op, A, B, C>& e, Execs& x) {
+template <size_t I, class Op, class A, class B, class C, class Leaf> auto lower(const TernaryExpr<Op, A, B, C>& e, Leaf& x) {
   auto a = lower<I>(e.a, x);
   auto b = lower<I + region_leaf_count<A>>(e.b, x);
   auto c = lower<I + region_leaf_count<A> + region_leaf_count<B>>(e.c, x);
   return TernaryExpr<Op, decltype(a), decltype(b), decltype(c)>{e.op, a, b, c};
+}
+
+// Which leaves' values the backward loop of a region reads (expr/primitives.hpp's grad_reads): a
+// partial is computed for every operand that holds a leaf; a node's value is read when one of its
+// computed partials reads it (or reads the node's output, which depends on every operand) or when
+// the node above reads it, and a read value needs every leaf under it.
+//   x + s * relu(m):  add reads neither operand, mul by a scalar reads only the scalar, relu reads m:
+//                     {x: no, m: yes}
+template <class E> struct value_reads {  // a leaf
+  template <size_t N> static constexpr void mark(std::array<bool, N>& r, size_t at, bool read) { r[at] = r[at] || read; }
+};
+template <class T> struct value_reads<ScalarExpr<T>> {
+  template <size_t N> static constexpr void mark(std::array<bool, N>&, size_t, bool) {}
+};
+template <class Op, class A> struct value_reads<UnaryExpr<Op, A>> {
+  template <size_t N> static constexpr void mark(std::array<bool, N>& r, size_t at, bool read) {
+    if constexpr (is_epilogue_leaf<Op, A>) {
+      r[at] = r[at] || read;
+    } else {
+      constexpr unsigned p = prim::grad_reads<Op>::partial[0];
+      value_reads<A>::mark(r, at, read || (p & (prim::reads::operand(0) | prim::reads::output)) != 0);
+    }
+  }
+};
+template <class Op, class A, class B> struct value_reads<BinaryExpr<Op, A, B>> {
+  template <size_t N> static constexpr void mark(std::array<bool, N>& r, size_t at, bool read) {
+    constexpr unsigned p = (region_leaf_count<A> > 0 ? prim::grad_reads<Op>::partial[0] : 0u) |
+                           (region_leaf_count<B> > 0 ? prim::grad_reads<Op>::partial[1] : 0u);
+    constexpr bool out = (p & prim::reads::output) != 0;
+    value_reads<A>::mark(r, at, read || out || (p & prim::reads::operand(0)) != 0);
+    value_reads<B>::mark(r, at + region_leaf_count<A>, read || out || (p & prim::reads::operand(1)) != 0);
+  }
+};
+template <class Op, class A, class B, class C> struct value_reads<TernaryExpr<Op, A, B, C>> {
+  template <size_t N> static constexpr void mark(std::array<bool, N>& r, size_t at, bool read) {
+    constexpr unsigned p = (region_leaf_count<A> > 0 ? prim::grad_reads<Op>::partial[0] : 0u) |
+                           (region_leaf_count<B> > 0 ? prim::grad_reads<Op>::partial[1] : 0u) |
+                           (region_leaf_count<C> > 0 ? prim::grad_reads<Op>::partial[2] : 0u);
+    constexpr bool out = (p & prim::reads::output) != 0;
+    value_reads<A>::mark(r, at, read || out || (p & prim::reads::operand(0)) != 0);
+    value_reads<B>::mark(r, at + region_leaf_count<A>, read || out || (p & prim::reads::operand(1)) != 0);
+    value_reads<C>::mark(r, at + region_leaf_count<A> + region_leaf_count<B>,
+                         read || out || (p & prim::reads::operand(2)) != 0);
+  }
+};
+template <class E> constexpr std::array<bool, region_leaf_count<E>> leaf_values_read() {
+  std::array<bool, region_leaf_count<E>> r{};
+  value_reads<E>::mark(r, 0, false);
+  return r;
 }
 
 template <class Tuple, class F> void for_each_in(Tuple& t, F&& f) { std::apply([&](auto&... x) { (f(x), ...); }, t); }
@@ -339,11 +429,14 @@ struct RegionExec {
   using Nodes = typename region_leaves<E>::type;
   using Execs = typename detail::exec_tuple<Nodes>::type;
   static constexpr size_t kLeaves = region_leaf_count<E>;
-  using Lowered = decltype(detail::lower<0>(std::declval<const E&>(), std::declval<Execs&>()));
+  // Leaves whose values the backward loop reads. The others (x in x + s * relu(m)) are live only
+  // until the forward step (their memory goes to other buffers, or back after forward with
+  // per-call memory); the backward loop reads a stand-in of theirs (the region's output gradient)
+  // whose values no rule uses, so it never touches their memory.
+  static constexpr std::array<bool, kLeaves> kValueRead = detail::leaf_values_read<E>();
 
   E node;
   Execs leaves;
-  std::optional<Lowered> lowered;
   Shape shape;
   bool needs_grad = false;
   int value_id_ = -1, grad_id = -1;
@@ -409,7 +502,7 @@ struct RegionExec {
     ctx.memory.use(grad_id, step);
     size_t i = 0;
     detail::for_each_in(leaves, [&](auto& l) {
-      ctx.memory.use(l.value_id(), step);  // recomputed in registers from the leaves
+      if (kValueRead[i] || l.shape != shape) ctx.memory.use(l.value_id(), step);  // recomputed in registers
       ctx.memory.use(temp_id[i], step);
       if (l.needs_grad) ctx.memory.use(l.grad_id, step);
       if constexpr (requires { l.grad_step; }) l.grad_step = step;
@@ -427,8 +520,8 @@ struct RegionExec {
   template <class F> void for_each_input(F&& f) { detail::for_each_in(leaves, [&](auto& l) { l.for_each_input(f); }); }
   void forward() {
     detail::for_each_in(leaves, [&](auto& l) { l.forward(); });
-    lowered.emplace(detail::lower<0>(node, leaves));
-    expr::run_assign(value, *lowered);
+    auto values = [&](auto i) { return std::get<i.value>(leaves).value; };
+    expr::run_assign(value, detail::lower<0>(node, values));
   }
   void backward() {
     std::array<T*, kLeaves> ptrs{};
@@ -437,7 +530,13 @@ struct RegionExec {
       if (l.needs_grad) ptrs[i] = temp_id[i] >= 0 ? temp[i].data() : (l.grad.numel() ? l.grad.data() : nullptr);
       ++i;
     });
-    expr::run_backward(*lowered, shape, grad, ptrs);
+    // A broadcast leaf keeps its own array even when unread (a stand-in of the output's shape
+    // would be read at other positions than it is written, from other threads).
+    auto values = [&](auto k) -> NDArray<T> {
+      const auto& l = std::get<k.value>(leaves);
+      return kValueRead[k.value] || l.shape != shape ? l.value : grad;
+    };
+    expr::run_backward(detail::lower<0>(node, values), shape, grad, ptrs);
     i = 0;
     detail::for_each_in(leaves, [&](auto& l) {
       if (l.needs_grad && temp_id[i] >= 0 && l.grad.numel())
@@ -469,15 +568,7 @@ struct Exec<TernaryExpr<Op, A, B, C>> : RegionExec<TernaryExpr<Op, A, B, C>> {
 // saved output instead of recomputing the activation. The rule table's d(x, y) is used as
 // d(y, y), which is exact for these primitives: relu's x > 0 iff y > 0; tanh, sigmoid and exp
 // read only y.
-template <class Op> struct derivative_from_output : std::false_type {};
-template <> struct derivative_from_output<prim::Relu> : std::true_type {};
-template <> struct derivative_from_output<prim::Tanh> : std::true_type {};
-template <> struct derivative_from_output<prim::Sigmoid> : std::true_type {};
-template <> struct derivative_from_output<prim::Exp> : std::true_type {};
-
-template <class E> struct has_gemm_epilogue : std::false_type {};
-template <class A> struct has_gemm_epilogue<MatmulNode<A>> : std::true_type {};
-template <class A> struct has_gemm_epilogue<Conv2dNode<A>> : std::true_type {};
+// (derivative_from_output, has_gemm_epilogue: with the elementwise regions above.)
 
 namespace detail {
 // y[i] = f(x[i]) over [begin, end): vectorisable (x and y never overlap).
@@ -493,8 +584,68 @@ void activation_backward(const Op& f, const T* __restrict y, const T* g, T* gx, 
     for (int64_t i = b; i < e; ++i) gx[i] = g[i] * f.d(y[i], y[i]);
   });
 }
+// Sign bits of one row segment y[c0, c1) (c0 a multiple of 8): bit j % 8 of byte j / 8 of the row
+// is y[j] > 0. A GEMM block's columns start at a multiple of 16 (GemmCall::block's units), so two
+// blocks never write one byte.
+template <class T>
+void sign_bits(const T* y, int64_t c0, int64_t c1, uint8_t* row) {
+  int64_t c = c0;
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {  // 16 compares -> 16 bits, two bytes
+    for (; c + 16 <= c1; c += 16) {
+      const auto bits = static_cast<uint16_t>(_mm512_cmp_ps_mask(_mm512_loadu_ps(y + c), _mm512_setzero_ps(), _CMP_GT_OQ));
+      std::memcpy(row + c / 8, &bits, 2);
+    }
+  }
+#elif defined(__AVX__)
+  if constexpr (std::is_same_v<T, float>) {
+    for (; c + 8 <= c1; c += 8)
+      row[c / 8] = static_cast<uint8_t>(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(y + c), _mm256_setzero_ps(), _CMP_GT_OQ)));
+  }
+#endif
+  for (; c < c1; c += 8) {
+    const int64_t e = std::min(c + 8, c1);
+    unsigned bits = 0;
+    for (int64_t j = c; j < e; ++j) bits |= static_cast<unsigned>(y[j] > T(0)) << (j - c);
+    row[c / 8] = static_cast<uint8_t>(bits);
+  }
+}
+// gx = g * (bit ? d1 : d0) over the row segment [c0, c1) (c0 a multiple of 8); gx may be g
+// itself (in place, element by element).
+template <class T>
+void sign_backward(const uint8_t* row, T d1, T d0, const T* g, T* gx, int64_t c0, int64_t c1) {
+  int64_t c = c0;
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    const __m512 one = _mm512_set1_ps(d1), zero = _mm512_set1_ps(d0);
+    for (; c + 16 <= c1; c += 16) {
+      uint16_t bits;
+      std::memcpy(&bits, row + c / 8, 2);
+      _mm512_storeu_ps(gx + c, _mm512_mul_ps(_mm512_loadu_ps(g + c), _mm512_mask_blend_ps(bits, zero, one)));
+    }
+  }
+#endif
+  for (; c < c1; ++c) gx[c] = g[c] * (((row[c >> 3] >> (c & 7)) & 1u) ? d1 : d0);
+}
+// fn(r, c0, c1) over the rows x cols elements in 16-column words (a mask byte pair each), split
+// across the threads by words: short rows (a conv's last axis) still give long contiguous runs.
+template <class F>
+void for_each_mask_segment(int64_t rows, int64_t cols, F&& fn) {
+  const int64_t per_row = (cols + 15) / 16;
+  parallel_for(0, rows * per_row, std::max<int64_t>(1, expr::kElementwiseGrain / 16), [&](int64_t w0, int64_t w1) {
+    while (w0 < w1) {
+      const int64_t r = w0 / per_row, first = w0 % per_row, last = std::min(per_row, first + (w1 - w0));
+      fn(r, first * 16, std::min(cols, last * 16));
+      w0 += last - first;
+    }
+  });
+}
 }  // namespace detail
 
+// When the primitive's derivative reads only the sign (relu: prim::derivative_from_sign) and no
+// other node reads the output after forward, the epilogue keeps one bit per element for backward
+// (`mask`, 1/32 of a float output) and the output's memory is free after its last forward reader:
+// x + s * relu(x W^T) keeps the block output and the mask, not the relu (or GEMM) output.
 template <class Op, class A>
 struct EpilogueExec {
   using T = typename A::value_type;
@@ -503,8 +654,12 @@ struct EpilogueExec {
   Shape shape;
   bool needs_grad = false;
   bool in_blocks = false;  // the op calls apply_block from its GEMM blocks
-  int value_id_ = -1, grad_id = -1;
+  bool use_mask = false;   // backward reads the sign bits, not the output
+  int value_id_ = -1, grad_id = -1, mask_id = -1;
+  int op_step = -1, step = -1;  // the op's forward step and this one's
+  int64_t cols = 0, rows = 0, row_bytes = 0;  // the mask: rows (a GEMM's M, else 1) of row_bytes bytes
   NDArray<T> value, grad;
+  NDArray<uint8_t> mask;
 
   explicit EpilogueExec(const UnaryExpr<Op, A>& e) : f(e.op), op(e.a) {}
   void plan_forward(PlanContext& ctx) {
@@ -512,7 +667,7 @@ struct EpilogueExec {
     // A matmul writes this value from inside its own (the last planned) step: live from there, or
     // the planner could hand the op's input memory to it (an inference plan would, and the GEMM
     // blocks would write over the input the other blocks still read).
-    const int op_step = std::max(ctx.memory.steps() - 1, 0);
+    op_step = std::max(ctx.memory.steps() - 1, 0);
     shape = op.shape;
     needs_grad = op.needs_grad;
     ctx.elementwise_nodes += 1;
@@ -521,7 +676,7 @@ struct EpilogueExec {
     const int64_t bytes = shape.numel() * static_cast<int64_t>(sizeof(T));
     value_id_ = ctx.memory.add(bytes);
     ctx.memory.use(value_id_, op_step);
-    int step = ctx.memory.next_step();
+    step = ctx.memory.next_step();
     ctx.memory.use(value_id_, step);
     ctx.memory.use(op.value_id(), step);
     if (ctx.training && needs_grad) {
@@ -531,14 +686,31 @@ struct EpilogueExec {
   }
   void plan_backward(PlanContext& ctx) {
     if (!needs_grad) return;
-    int step = ctx.memory.next_step();
-    for (int id : std::array<int, 3>{grad_id, value_id_, op.grad_id}) ctx.memory.use(id, step);
+    // Every node that reads the output in backward reads it from this node (downstream): their
+    // backward steps are planned by now.
+    if constexpr (prim::derivative_from_sign<Op>::value) {
+      if (shape.rank() >= 1 && ctx.memory.last_use(value_id_) < ctx.backward_from) {
+        use_mask = true;
+        // A GEMM writes it in (row, column) blocks: rows of its (M, N) output, each row's bits from
+        // a byte boundary; else one row of every element.
+        constexpr bool blocks = requires { op.impl.set_epilogue(&EpilogueExec::apply_block, this); };
+        cols = blocks ? shape[shape.rank() - 1] : shape.numel();
+        rows = cols > 0 ? shape.numel() / cols : 0;
+        row_bytes = (cols + 7) / 8;
+        mask_id = ctx.memory.add(rows * row_bytes);
+        ctx.memory.use(mask_id, op_step);  // written from the GEMM's blocks
+        ctx.memory.use(mask_id, step);
+      }
+    }
+    int bstep = ctx.memory.next_step();
+    for (int id : std::array<int, 3>{grad_id, use_mask ? mask_id : value_id_, op.grad_id}) ctx.memory.use(id, bstep);
     op.plan_backward(ctx);
   }
   void bind(PlanContext& ctx) {
     op.bind(ctx);
     value = ctx.memory.template view<T>(value_id_, shape);
     if (grad_id >= 0) grad = ctx.memory.template view<T>(grad_id, shape);
+    if (use_mask) mask = ctx.memory.template view<uint8_t>(mask_id, Shape{rows * row_bytes});
     // The computing occurrence of a matmul runs the activation inside its blocks (a later use of a
     // shared node only reads the value: it runs the pass itself).
     if constexpr (requires { op.impl.set_epilogue(&EpilogueExec::apply_block, this); })
@@ -548,7 +720,10 @@ struct EpilogueExec {
   static void apply_block(void* self, const T* out, int64_t ld, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
     auto* e = static_cast<EpilogueExec*>(self);
     T* y = e->value.data();
-    for (int64_t r = r0; r < r1; ++r) detail::activation_forward(e->f, out + r * ld, y + r * ld, c0, c1);
+    for (int64_t r = r0; r < r1; ++r) {
+      detail::activation_forward(e->f, out + r * ld, y + r * ld, c0, c1);
+      if (e->use_mask) detail::sign_bits(y + r * ld, c0, c1, e->mask.data() + r * e->row_bytes);
+    }
   }
   template <class F> void for_each_input(F&& fn) { op.for_each_input(fn); }
   void forward() {
@@ -557,12 +732,29 @@ struct EpilogueExec {
     check<ValueError>(op.value.is_contiguous(), "compile: an activation epilogue needs a contiguous op output");
     const T* x = op.value.data();
     T* y = value.data();
+    if (use_mask) {  // whole 16-column words per chunk: a mask byte is written by one thread
+      detail::for_each_mask_segment(rows, cols, [&](int64_t r, int64_t c0, int64_t c1) {
+        detail::activation_forward(f, x + r * cols, y + r * cols, c0, c1);
+        detail::sign_bits(y + r * cols, c0, c1, mask.data() + r * row_bytes);
+      });
+      return;
+    }
     parallel_for(0, value.numel(), expr::kElementwiseGrain,
                  [&](int64_t b, int64_t e) { detail::activation_forward(f, x, y, b, e); });
   }
   void backward() {
-    if (op.needs_grad && op.grad.numel() > 0)
-      detail::activation_backward(f, value.data(), grad.data(), op.grad.data(), value.numel());
+    if (op.needs_grad && op.grad.numel() > 0) {
+      if (use_mask) {  // the rule table's d(x, y), taken at a positive and a non-positive point
+        const T d1 = f.d(T(1), T(1)), d0 = f.d(T(0), T(0));
+        const T* g = grad.data();
+        T* gx = op.grad.data();
+        detail::for_each_mask_segment(rows, cols, [&](int64_t r, int64_t c0, int64_t c1) {
+          detail::sign_backward(mask.data() + r * row_bytes, d1, d0, g + r * cols, gx + r * cols, c0, c1);
+        });
+      } else {
+        detail::activation_backward(f, value.data(), grad.data(), op.grad.data(), value.numel());
+      }
+    }
     op.backward();
   }
   int value_id() const { return value_id_; }
@@ -1050,6 +1242,7 @@ struct Shared {
     }
     impl.bind(ctx);
     grad = impl.grad;
+    value = impl.value;  // rebound (per-call memory): a slot given back after forward is not held here
   }
   template <class F> void for_each_input(F&& f) {
     if (!original) impl.for_each_input(f);

@@ -8,7 +8,9 @@
 // calls with the same shapes allocate nothing. With planning off every buffer gets its own slot.
 // A plan bound per call (CompileOptions::keep_memory = false) defers the slots that only backward
 // uses (first use at or after `defer_from`): allocate_deferred() takes them when backward starts,
-// so a tape node holds only its forward values between the two passes.
+// and gives back after forward the slots that only forward uses (release_forward()), so a tape
+// node holds only what backward reads between the two passes (held_bytes()). A buffer that only
+// backward uses then shares only deferred slots: in a forward slot it would keep that slot held.
 #pragma once
 #include <algorithm>
 #include <climits>
@@ -81,6 +83,7 @@ class MemoryPlan {
       if (enabled) {
         for (size_t s = 0; s < slots.size(); ++s) {
           if (slots[s].last >= b.first) continue;  // still live
+          if (b.first >= defer_from && slots[s].first < defer_from) continue;  // a forward slot: goes after forward
           if (best < 0) { best = static_cast<int>(s); continue; }
           auto& cur = slots[static_cast<size_t>(best)];
           bool fits = slots[s].bytes >= b.bytes, cur_fits = cur.bytes >= b.bytes;
@@ -102,15 +105,27 @@ class MemoryPlan {
     for (size_t i = 0; i < n; ++i) slot_of_[i] = merged[static_cast<size_t>(root(static_cast<int>(i)))].slot;
     storage_.clear();
     slot_bytes_.clear();
+    forward_only_.clear();
     dropped_.assign(slots.size(), false);
-    planned_bytes_ = upfront_bytes_ = 0;
+    planned_bytes_ = upfront_bytes_ = held_bytes_ = 0;
     for (const auto& s : slots) {  // roots in order of first use: a slot's first use is its first buffer's
       const bool deferred = s.first >= defer_from;
       storage_.push_back(deferred ? nullptr : Storage::allocate(static_cast<size_t>(s.bytes)));
       slot_bytes_.push_back(s.bytes);
+      forward_only_.push_back(defer_from != INT_MAX && !deferred && s.last < defer_from);
       planned_bytes_ += s.bytes;
       if (!deferred) upfront_bytes_ += s.bytes;
+      if (!deferred && !forward_only_.back()) held_bytes_ += s.bytes;
     }
+  }
+  // Gives back the slots whose buffers are all used before `defer_from` (forward only): views
+  // bound after this are undefined handles for them. Idempotent.
+  void release_forward() {
+    for (size_t s = 0; s < storage_.size(); ++s)
+      if (forward_only_[s] && !dropped_[s]) {
+        storage_[s] = nullptr;
+        dropped_[s] = true;
+      }
   }
   // Allocates the slots assign() deferred; views bound before this are undefined handles: bind again.
   void allocate_deferred() {
@@ -146,6 +161,10 @@ class MemoryPlan {
   int64_t unplanned_bytes() const { return unplanned_bytes_; }
   int64_t planned_bytes() const { return planned_bytes_; }
   int64_t upfront_bytes() const { return upfront_bytes_; }  // allocated by assign(), before deferred slots
+  // Of those, the slots still held after release_forward(): what backward reads of the forward pass.
+  int64_t held_bytes() const { return held_bytes_; }
+  // The last step that uses buffer `id` so far (-1: none yet).
+  int last_use(int id) const { return id < 0 ? -1 : buffers_[static_cast<size_t>(id)].last; }
 
  private:
   struct Buffer { int64_t bytes; int first, last, slot; };
@@ -158,9 +177,9 @@ class MemoryPlan {
   std::vector<int> parent_, slot_of_;
   std::vector<std::shared_ptr<Storage>> storage_;  // null: a deferred slot not allocated yet
   std::vector<int64_t> slot_bytes_;
-  std::vector<bool> dropped_;
+  std::vector<bool> dropped_, forward_only_;
   int step_ = 0;
-  int64_t unplanned_bytes_ = 0, planned_bytes_ = 0, upfront_bytes_ = 0;
+  int64_t unplanned_bytes_ = 0, planned_bytes_ = 0, upfront_bytes_ = 0, held_bytes_ = 0;
 };
 
 }  // namespace dl::graph
