@@ -8,6 +8,7 @@
 #include <string>
 #include <type_traits>
 
+#include "dl/autograd/engine.hpp"
 #include "dl/ndarray/ndarray.hpp"
 
 namespace dl_gpu_test {
@@ -41,6 +42,21 @@ inline void check_close(const NDArray<T>& gpu, const NDArray<T>& cpu, const std:
   double err = max_rel_error(gpu.cpu(), cpu);
   INFO(what << ": max relative error " << err);
   CHECK(err <= tolerance<T>());
+}
+
+// The gradient that reaches a CPU leaf x when f runs on the device (the leaf is moved inside the
+// recorded scope, so to()'s backward brings the gradient home) or on the CPU.
+template <class T, class F>
+NDArray<T> grad_through(const NDArray<T>& x0, bool on_gpu, F f) {
+  NDArray<T> x = x0.clone();
+  x.attach_grad();
+  {
+    dl::autograd::record rec;
+    NDArray<T> in = on_gpu ? x.cuda() : x;
+    NDArray<T> y = f(in);
+    (on_gpu ? y.cpu() : y).backward();
+  }
+  return x.grad().clone();
 }
 
 }  // namespace dl_gpu_test

@@ -27,28 +27,10 @@
 using dl::NDArray;
 using dl::Shape;
 using dl_gpu_test::check_close;
+using dl_gpu_test::grad_through;
 using dl_gpu_test::kGpu;
 using dl_gpu_test::max_rel_error;
 using dl_gpu_test::tolerance;
-
-namespace {
-
-// The gradient that reaches a CPU leaf x when f runs on the device (the leaf is moved inside the
-// recorded scope, so to()'s backward brings the gradient home) or on the CPU.
-template <class T, class F>
-NDArray<T> grad_through(const NDArray<T>& x0, bool on_gpu, F f) {
-  NDArray<T> x = x0.clone();
-  x.attach_grad();
-  {
-    dl::autograd::record rec;
-    NDArray<T> in = on_gpu ? x.cuda() : x;
-    NDArray<T> y = f(in);
-    (on_gpu ? y.cpu() : y).backward();
-  }
-  return x.grad().clone();
-}
-
-}  // namespace
 
 TEST_CASE_TEMPLATE("cuda sum and mean over axes match the CPU, and so do their gradients", T, float, double) {
   dl::Generator gen(21);

@@ -27,26 +27,12 @@
 using dl::NDArray;
 using dl::Shape;
 using dl_gpu_test::check_close;
+using dl_gpu_test::grad_through;
 using dl_gpu_test::kGpu;
 using dl_gpu_test::max_rel_error;
 using dl_gpu_test::tolerance;
 
 namespace {
-
-// The gradient that reaches a CPU leaf x when f runs on the device (the leaf is moved inside the
-// recorded scope, so to()'s backward brings the gradient home) or on the CPU.
-template <class T, class F>
-NDArray<T> grad_through(const NDArray<T>& x0, bool on_gpu, F f) {
-  NDArray<T> x = x0.clone();
-  x.attach_grad();
-  {
-    dl::autograd::record rec;
-    NDArray<T> in = on_gpu ? x.cuda() : x;
-    NDArray<T> y = f(in);
-    (on_gpu ? y.cpu() : y).backward();
-  }
-  return x.grad().clone();
-}
 
 struct Window {
   Shape shape;
@@ -302,5 +288,26 @@ TEST_CASE("cuda gradcheck (float64): max_pool2d, avg_pool2d and batch_norm (trai
         {dl::randn<double>({2, 3, 3, 4})});
     INFO("global_avg_pool2d: " << r.message);
     CHECK(r.ok);
+  }
+}
+
+TEST_CASE_TEMPLATE("cuda max_pool2d: ties and NaN pick the CPU's element, so gradients equal the CPU's", T, float, double) {
+  dl::Generator gen(31);
+  // Small integers: many equal maxima in each window.
+  auto x = dl::rand<T>({3, 4, 9, 11}, 0, 3, gen);
+  for (int64_t i = 0; i < x.numel(); ++i) x.data()[i] = std::floor(x.data()[i]);
+  x.at({1, 2, 4, 4}) = std::numeric_limits<T>::quiet_NaN();
+  struct W { std::array<int64_t, 2> k, s, p; };
+  for (const W& w : {W{{3, 3}, {2, 2}, {1, 1}}, W{{2, 2}, {2, 2}, {0, 0}}, W{{3, 2}, {1, 2}, {1, 0}}}) {
+    auto v = dl::randn<T>({3, 4, (9 + 2 * w.p[0] - w.k[0]) / w.s[0] + 1, (11 + 2 * w.p[1] - w.k[1]) / w.s[1] + 1}, 0.0, 1.0, gen);
+    INFO("kernel " << w.k[0] << "x" << w.k[1] << " stride " << w.s[0] << "x" << w.s[1]);
+    check_close(dl::max_pool2d(x.cuda(), w.k, w.s, w.p), dl::max_pool2d(x, w.k, w.s, w.p), "forward with ties");
+    auto grad = [&](bool gpu) {
+      return grad_through(x, gpu, [&](const NDArray<T>& in) {
+        return dl::sum(NDArray<T>(dl::max_pool2d(in, w.k, w.s, w.p) * (gpu ? v.cuda() : v)));
+      });
+    };
+    auto g_gpu = grad(true), g_cpu = grad(false);
+    CHECK(max_rel_error(g_gpu, g_cpu) <= tolerance<T>());
   }
 }
