@@ -33,6 +33,7 @@
 
 #include "dl/autograd/engine.hpp"
 #include "dl/autograd/record.hpp"
+#include "dl/backend/cuda/runtime.hpp"  // cuda::require_device (throws in a CPU-only build)
 #include "dl/ndarray/ndarray.hpp"
 
 namespace dl::nn {
