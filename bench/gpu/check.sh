@@ -160,31 +160,8 @@ else
   status=1
 fi
 if [ $dl_ok -eq 1 ]; then
-  while IFS='|' read -r name result detail; do row "$name" "$result" "$detail"; done < <(python3 - "$logdir/mlp_dl.json" "$logdir/mlp_torch.json" <<'EOF'
-import json, sys
-def rows(path):
-    out = {}
-    try:
-        for line in open(path):
-            line = line.strip()
-            if line.startswith("{"):
-                r = json.loads(line)
-                out[(r["batch"], r["width"])] = r
-    except OSError:
-        pass
-    return out
-dl, torch = rows(sys.argv[1]), rows(sys.argv[2])
-for key in sorted(dl):
-    d = dl[key]
-    t = torch.get(key)
-    detail = f"dl {d['ms_per_step']:.3f} ms/step"
-    if t:
-        detail += f", torch {t['ms_per_step']:.3f} ms/step, torch/dl {t['ms_per_step'] / d['ms_per_step']:.2f}"
-    else:
-        detail += ", no torch figure"
-    print(f"mlp batch {key[0]} width {key[1]}|ok|{detail}")
-EOF
-)
+  while IFS='|' read -r name result detail; do row "$name" "$result" "$detail"; done < <(
+    python3 bench/gpu/summary.py mlp "$logdir/mlp_dl.json" "$logdir/mlp_torch.json")
 fi
 
 # ResNet-18 / ResNet-50 training, batch 128, 224x224, fp32 and TF32: dl vs PyTorch (target >= 0.9x).
@@ -195,31 +172,8 @@ if [ -x "$bench_dir/bench_gpu_resnet" ]; then
     { row "resnet dl" FAILED "$(tail -1 "$logdir/resnet_dl.err")"; status=1; }
   timeout 300 python3 bench/gpu/resnet_torch.py --steps $rsteps >"$logdir/resnet_torch.json" 2>"$logdir/resnet_torch.err" ||
     { row "resnet torch" FAILED "$(tail -1 "$logdir/resnet_torch.err")"; status=1; }
-  while IFS='|' read -r name result detail; do row "$name" "$result" "$detail"; done < <(python3 - "$logdir/resnet_dl.json" "$logdir/resnet_torch.json" <<'EOF2'
-import json, sys
-def rows(path):
-    out = {}
-    try:
-        for line in open(path):
-            line = line.strip()
-            if line.startswith("{"):
-                r = json.loads(line)
-                out[(r["model"], r["precision"], r["batch"])] = r
-    except OSError:
-        pass
-    return out
-dl, torch = rows(sys.argv[1]), rows(sys.argv[2])
-for key in sorted(dl):
-    d, t = dl[key], torch.get(key)
-    detail = f"dl {d['images_per_s']:.0f} img/s ({d['peak_mib']:.0f} MiB)"
-    if t:
-        r = d["images_per_s"] / t["images_per_s"]
-        detail += f", torch {t['images_per_s']:.0f} img/s ({t['peak_mib']:.0f} MiB), dl/torch {r:.2f} (target >= 0.9: {'met' if r >= 0.9 else 'NOT met'})"
-    else:
-        detail += ", no torch figure"
-    print(f"{key[0]} {key[1]} b{key[2]}|ok|{detail}")
-EOF2
-)
+  while IFS='|' read -r name result detail; do row "$name" "$result" "$detail"; done < <(
+    python3 bench/gpu/summary.py resnet "$logdir/resnet_dl.json" "$logdir/resnet_torch.json")
 fi
 
 row "wall time" "" "$(( $(date +%s) - t0 )) s"
