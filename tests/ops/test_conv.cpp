@@ -286,7 +286,7 @@ TEST_CASE("conv2d direct kernel (float) against the im2col path, each shape clas
   const std::vector<Case> cases = {
       {"ResNet stage 1: 3x3 pad 1, 16 channels, 28x28", geometry(3, 16, 28, 28, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1), true, true},
       {"ResNet stage 2: 32 channels, 14x14", geometry(2, 32, 14, 14, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1), true, true},
-      {"ResNet stage 3: 7x7 (weight gradient by im2col)", geometry(2, 64, 7, 7, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1), true, false},
+      {"ResNet stage 3: 7x7 (weight gradient by channel vectors)", geometry(2, 64, 7, 7, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1), true, false},
       {"LeNet conv1: one input channel, 5x5 pad 2", geometry(3, 1, 28, 28, 16, 5, 5, 1, 1, 2, 2, 1, 1, 1), true, true},
       {"output channels not a multiple of 8", geometry(2, 3, 12, 17, 13, 3, 3, 1, 1, 1, 1, 1, 1, 1), true, true},
       {"one output channel, odd sizes", geometry(5, 2, 11, 13, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1), true, true},
@@ -322,6 +322,40 @@ TEST_CASE("conv2d direct kernel (float) against the im2col path, each shape clas
     // dx as a convolution of gy: on the direct kernel for float wherever that applies to it.
     if (cpu::detail::input_grad_is_conv(c.g) && cpu::detail::use_direct_conv<float>(cpu::detail::input_grad_geometry(c.g)))
       CHECK(cpu::detail::use_input_grad_by_conv<float>(c.g));
+    check_float_against_double(c.g, gen);
+  }
+}
+
+TEST_CASE("conv2d weight gradient with output channels along the vectors (float) against double") {
+  // cpu::detail::channel_conv_weight_grad: stride 1, no dilation, kernel width 3 or 5, >= 8 output
+  // channels per group and >= 8 kernel rows (channels x kernel height). Its edges: odd output widths
+  // (a zero gy column), channel counts off 16 and 32 (the 2- and 4-vector tiles, masked rows), kernel
+  // rows off the tile's (repeated rows whose sums are dropped), groups, bands of output rows.
+  Generator gen(2024);
+  struct Case {
+    const char* name;
+    cpu::Conv2dGeometry g;
+    bool channel;  // with AVX-512
+  };
+  const std::vector<Case> cases = {
+      {"ResNet stage 1: 16 channels, 28x28 (bands of 4 rows)", geometry(3, 16, 28, 28, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1), true},
+      {"ResNet stage 3: 64 channels, 7x7 (odd width)", geometry(2, 64, 7, 7, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1), true},
+      {"48 output channels: a 4-vector and a 2-vector tile", geometry(2, 5, 9, 11, 48, 3, 3, 1, 1, 1, 1, 1, 1, 1), true},
+      {"13 output channels, 9 kernel rows (masked channels, a repeated row)", geometry(2, 3, 12, 17, 13, 3, 3, 1, 1, 1, 1, 1, 1, 1), true},
+      {"5x5, 40 output channels, unpadded, odd width", geometry(2, 6, 14, 13, 40, 5, 5, 1, 1, 0, 0, 1, 1, 1), true},
+      {"5x3 kernel (width 3), padding (2, 0)", geometry(3, 4, 10, 10, 20, 5, 3, 1, 1, 2, 0, 1, 1, 1), true},
+      {"groups 2, 12 output channels each", geometry(2, 16, 10, 9, 24, 3, 3, 1, 1, 1, 1, 1, 1, 2), true},
+      {"batch over many chunks, one-column output", geometry(9, 4, 6, 3, 8, 3, 3, 1, 1, 1, 0, 1, 1, 1), true},
+      {"one input channel (3 kernel rows): the older kernel", geometry(2, 1, 28, 28, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1), false},
+      {"7 output channels: the older kernel", geometry(2, 4, 12, 12, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1), false},
+      {"kernel width 4: the older kernel", geometry(2, 4, 12, 12, 16, 3, 4, 1, 1, 1, 1, 1, 1, 1), false},
+      {"dilation 2: the older kernel", geometry(2, 4, 12, 12, 16, 3, 3, 1, 1, 2, 2, 2, 2, 1), false},
+      {"stride 2: the older kernel", geometry(2, 16, 28, 28, 32, 3, 3, 2, 2, 1, 1, 1, 1, 1), false},
+  };
+  for (const auto& c : cases) {
+    INFO(c.name);
+    CHECK(cpu::detail::use_channel_weight_grad<float>(c.g) == (cpu::detail::kDirectConv && c.channel));
+    CHECK_FALSE(cpu::detail::use_channel_weight_grad<double>(c.g));
     check_float_against_double(c.g, gen);
   }
 }
