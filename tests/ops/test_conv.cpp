@@ -353,9 +353,36 @@ TEST_CASE("conv2d weight gradient with output channels along the vectors (float)
       {"stride 2: the older kernel", geometry(2, 16, 28, 28, 32, 3, 3, 2, 2, 1, 1, 1, 1, 1), false},
   };
   for (const auto& c : cases) {
-    INFO(c.name);
+    INFO(std::string(c.name));
     CHECK(cpu::detail::use_channel_weight_grad<float>(c.g) == (cpu::detail::kDirectConv && c.channel));
     CHECK_FALSE(cpu::detail::use_channel_weight_grad<double>(c.g));
+    check_float_against_double(c.g, gen);
+  }
+}
+
+TEST_CASE("conv2d forward with output channels along the vectors (float) against double") {
+  // cpu::detail::channel_conv_forward: direct-conv shapes whose padded grid wastes >= 20 %, with
+  // output channels per group in 64s. Its edges: planes not a multiple of the 6-position tile,
+  // planes over 16 (several transposed blocks), strides (phase offsets), groups, 128 channels.
+  Generator gen(77);
+  struct Case {
+    const char* name;
+    cpu::Conv2dGeometry g;
+    bool channel;  // with AVX-512
+  };
+  const std::vector<Case> cases = {
+      {"ResNet stage 3: 64 channels, 7x7 (dx too: 64 -> 64)", geometry(2, 64, 7, 7, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1), true},
+      {"ResNet downsampling: 32 -> 64, stride 2, 14x14", geometry(2, 32, 14, 14, 64, 3, 3, 2, 2, 1, 1, 1, 1, 1), true},
+      {"128 channels, 5x5 plane (2 channel blocks, one tile and a part)", geometry(3, 8, 5, 5, 128, 3, 3, 1, 1, 1, 1, 1, 1, 1), true},
+      {"groups 2 of 64, 4x6 plane, 5x3 kernel", geometry(2, 6, 4, 6, 128, 5, 3, 1, 1, 2, 1, 1, 1, 2), true},
+      {"one output position: im2col (the grid is 16x the output)", geometry(2, 3, 3, 3, 64, 3, 3, 1, 1, 0, 0, 1, 1, 1), false},
+      {"48 channels: the grid kernel", geometry(2, 8, 7, 7, 48, 3, 3, 1, 1, 1, 1, 1, 1, 1), false},
+      {"64 channels on 28x28 (little waste): the grid kernel", geometry(1, 4, 28, 28, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1), false},
+  };
+  for (const auto& c : cases) {
+    INFO(std::string(c.name));
+    CHECK(cpu::detail::use_channel_forward<float>(c.g) == (cpu::detail::kDirectConv && c.channel));
+    CHECK_FALSE(cpu::detail::use_channel_forward<double>(c.g));
     check_float_against_double(c.g, gen);
   }
 }

@@ -769,6 +769,106 @@ inline void channel_conv_weight_grad(const float* x, const float* gy, float* dw,
 #endif
 }
 
+// ---- Forward with output channels along the vectors, for small planes ---------------------------
+// direct_conv_tile computes the whole padded grid: on ResNet's 7x7 planes that is 63 positions
+// (Qpad 64) for 49 outputs, and its tail tiles hold 2 vectors. Here a vector holds 16 output
+// channels of one output position and a tile is 4 vectors (64 channels) x 6 positions: per tap
+// 4 weight vectors (wt (K, Og) packed per call) and 6 broadcasts of the positions' inputs at the
+// tap's offset, so only real positions are computed (49 of 54 on 7x7). Results go position-major
+// into yt (plane, Og) and are transposed into y with the bias. Taken where the grid wastes >= 20 %
+// and the channels come in 64s.
+template <class T>
+bool use_channel_forward(const Conv2dGeometry& g) {
+  if constexpr (!kDirectConv || !std::is_same_v<T, float>) {
+    return false;
+  } else {
+    return use_direct_conv<T>(g) && g.out_per_group() % 64 == 0 && 5 * DirectConvPlan(g).Qpad >= 6 * g.out_plane();
+  }
+}
+
+#if defined(__AVX512F__)
+// yt[j * ld + 16v + lane] = sum over taps k of wt[k * ld + 16v + lane] * xb[j][toff[k]], positions
+// j < np_valid (the others repeat a valid position; not stored).
+template <int NP>
+inline void channel_conv_tile(const float* const* xb_in, const int64_t* toff, int64_t K, const float* wt, int64_t ld,
+                              float* yt, int64_t np_valid) {
+  __m512 acc[4][NP];
+  for (int v = 0; v < 4; ++v)
+    for (int j = 0; j < NP; ++j) acc[v][j] = _mm512_setzero_ps();
+  const float* xb[NP];
+  for (int j = 0; j < NP; ++j) xb[j] = xb_in[j];
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t off = toff[k];
+    __m512 wv[4];
+    for (int v = 0; v < 4; ++v) wv[v] = _mm512_loadu_ps(wt + k * ld + 16 * v);
+    for (int j = 0; j < NP; ++j) {
+      const __m512 b = _mm512_set1_ps(xb[j][off]);
+      for (int v = 0; v < 4; ++v) acc[v][j] = _mm512_fmadd_ps(wv[v], b, acc[v][j]);
+    }
+  }
+  for (int j = 0; j < NP; ++j)
+    if (j < np_valid)
+      for (int v = 0; v < 4; ++v) _mm512_storeu_ps(yt + j * ld + 16 * v, acc[v][j]);
+}
+#endif
+
+// conv2d_forward by channel vectors (use_channel_forward(g) is true).
+inline void channel_conv_forward(const float* x, const float* w, const float* bias, float* y, const Conv2dGeometry& g) {
+#if defined(__AVX512F__)
+  const int64_t N = g.batch, G = g.groups, Cg = g.in_per_group(), Og = g.out_per_group(), K = g.col_rows();
+  const int64_t OW = g.out_w, plane = g.out_plane(), kk = g.kernel_h * g.kernel_w;
+  const DirectConvPlan p(g);
+  constexpr int kNP = 6;
+  // wt (G, K, Og): the weights of each tap side by side over the output channels.
+  Workspace<float> wt(G * K * Og);
+  for (int64_t grp = 0; grp < G; ++grp)
+    for (int64_t o = 0; o < Og; ++o)
+      for (int64_t k = 0; k < K; ++k) wt.data()[(grp * K + k) * Og + o] = w[(grp * Og + o) * K + k];
+  Workspace<int64_t> toff(K);  // tap k = (c, ki, kj): its input's offset from the position's
+  for (int64_t k = 0; k < K; ++k)
+    toff.data()[k] = k / kk * p.chan + p.row_off[k % kk / g.kernel_w] + p.col_off[k % g.kernel_w];
+  const int64_t chunks = batch_chunks(N), per_chunk = p.xp_elems + plane * Og;
+  Workspace<float> ws(chunks * per_chunk);
+  parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t t = c0; t < c1; ++t) {
+      float* xp = ws.data() + t * per_chunk;
+      float* yt = xp + p.xp_elems;
+      std::fill(xp, xp + p.xp_elems, 0.0f);  // the padding: direct_pad_image writes only the image
+      for (int64_t n = t * N / chunks; n < (t + 1) * N / chunks; ++n)
+        for (int64_t grp = 0; grp < G; ++grp) {
+          direct_pad_image(x + (n * g.in_channels + grp * Cg) * g.in_plane(), g, p, xp);
+          for (int64_t p0 = 0; p0 < plane; p0 += kNP) {
+            const float* xb[kNP];
+            for (int j = 0; j < kNP; ++j) {
+              const int64_t pos = std::min(p0 + j, plane - 1);
+              xb[j] = xp + pos / OW * p.Wph + pos % OW;
+            }
+            for (int64_t ob = 0; ob < Og; ob += 64)
+              channel_conv_tile<kNP>(xb, toff.data(), K, wt.data() + grp * K * Og + ob, Og, yt + p0 * Og + ob,
+                                     std::min<int64_t>(kNP, plane - p0));
+          }
+          // y (Og, plane) = yt transposed, plus the bias: 16 x 16 blocks.
+          float* yo = y + (n * g.out_channels + grp * Og) * plane;
+          for (int64_t o0 = 0; o0 < Og; o0 += 16)
+            for (int64_t s0 = 0; s0 < plane; s0 += 16) {
+              const int64_t ns = std::min<int64_t>(16, plane - s0);
+              const auto m = static_cast<__mmask16>(ns >= 16 ? 0xFFFF : (1u << ns) - 1);
+              __m512 r[16];
+              for (int i = 0; i < 16; ++i) r[i] = i < ns ? _mm512_loadu_ps(yt + (s0 + i) * Og + o0) : _mm512_setzero_ps();
+              transpose16(r);  // r[i]: channel o0 + i at positions s0 .. s0 + 15
+              for (int i = 0; i < 16; ++i) {
+                const __m512 b = _mm512_set1_ps(bias ? bias[grp * Og + o0 + i] : 0.0f);
+                _mm512_mask_storeu_ps(yo + (o0 + i) * plane + s0, m, _mm512_add_ps(r[i], b));
+              }
+            }
+        }
+    }
+  });
+#else
+  (void)x, (void)w, (void)bias, (void)y, (void)g;
+#endif
+}
+
 // conv2d_forward by the direct kernel (use_direct_conv(g) is true).
 inline void direct_conv_forward(const float* x, const float* w, const float* bias, float* y, const Conv2dGeometry& g) {
 #if defined(__AVX512F__)
@@ -804,6 +904,10 @@ inline void direct_conv_forward(const float* x, const float* w, const float* bia
 template <class T>
 void conv2d_forward(const T* x, const T* w, const T* bias, T* y, const Conv2dGeometry& g) {
   if constexpr (std::is_same_v<T, float>) {
+    if (g.batch > 0 && g.out_channels > 0 && detail::use_channel_forward<T>(g)) {
+      detail::channel_conv_forward(x, w, bias, y, g);
+      return;
+    }
     if (g.batch > 0 && g.out_channels > 0 && detail::use_direct_conv<T>(g)) {
       detail::direct_conv_forward(x, w, bias, y, g);
       return;
