@@ -7,10 +7,13 @@
 //
 //   per image n, group g:  y[n, g] (O/G, OH*OW) = w[g] (O/G, C/G*kh*kw) x col (C/G*kh*kw, OH*OW)
 //
-// Two shortcuts, each chosen by shape (detail::use_*):
+// Shortcuts, each chosen by shape (detail::use_*):
 // - float, AVX-512, a kernel larger than 1x1: a direct kernel on the zero-padded image (split into
 //   its stride phases when the stride is 2-4), no column matrix, for the forward and the weight
-//   gradient (detail::direct_conv_forward / direct_conv_weight_grad);
+//   gradient (detail::direct_conv_forward / direct_conv_weight_grad). Two variants put output
+//   channels along the vectors instead of positions: the forward where the padded grid wastes
+//   >= 20 % and channels come in 64s (ResNet's 7x7 stage: channel_conv_forward), and the weight
+//   gradient of stride-1 3x3 / 5x5 convs with >= 8 output channels (channel_conv_weight_grad);
 // - stride 1, padding <= dilation * (kernel - 1): the input gradient as a forward convolution of
 //   the output gradient with the turned kernel (conv2d_input_grad_by_conv), so it too runs on
 //   the direct kernel (or im2col + GEMM) instead of GEMM + col2im.
@@ -596,11 +599,15 @@ bool use_channel_weight_grad(const Conv2dGeometry& g) {
   if constexpr (!kDirectConv || !std::is_same_v<T, float>) {
     return false;
   } else {
-    // Fewer than 8 kernel rows (a 1-channel stem) or 8 output channels: too little work per
-    // rearranged gy element (measured 0.4x direct_dw_tile on the 1 -> 16 stem).
-    return g.stride_h == 1 && g.stride_w == 1 && g.dilation_h == 1 && g.dilation_w == 1 &&
-           (g.kernel_w == 3 || g.kernel_w == 5) && g.kernel_h <= DirectConvPlan::kMaxKernel &&
-           g.in_per_group() * g.kernel_h >= 8 && g.out_per_group() >= 8 && g.out_plane() > 0;
+    // Stride 1: kernel rows of width 3 or 5, at least 8 of them; fewer (a 1-channel stem) or
+    // fewer than 8 output channels leave too little work per rearranged gy element (measured 0.4x
+    // direct_dw_tile on the 1 -> 16 stem). Strides 2-4 (a kernel larger than 1x1): one pointer per
+    // tap, at least 8 taps.
+    if (g.out_per_group() < 8 || g.out_plane() == 0 || !DirectConvPlan(g).supported) return false;
+    if (g.stride_h == 1 && g.stride_w == 1)
+      return g.dilation_h == 1 && g.dilation_w == 1 && (g.kernel_w == 3 || g.kernel_w == 5) &&
+             g.in_per_group() * g.kernel_h >= 8;
+    return g.kernel_h * g.kernel_w > 1 && g.col_rows() >= 8;
   }
 }
 
@@ -627,12 +634,13 @@ inline void transpose16(__m512 (&r)[16]) {
   }
 }
 
-// gy (rows, OH, OW) into gt: column pair j of row oh, channel o, column parity e at
-// gt[(oh * pairs + j) * 2 ld + (o / 8) * 16 + (o % 8) * 2 + e] (pairs = ceil(OW / 2), ld = rows
-// rounded up to 16). Writes exactly the entries of real channels and columns: the rest of gt
-// (channels [rows, ld), the odd width's last column) stays as zeroed.
-inline void pair_channels(const float* gy, int64_t rows, int64_t OW, int64_t plane, int64_t ld, float* gt) {
-  const int64_t pairs = (OW + 1) / 2;
+// gy (rows, OH, OW) into gt, by 16 x 16 transposes. E = 2 (column pairs): pair j of row oh,
+// channel o, column parity e at gt[(oh * steps + j) * 2 ld + (o / 8) * 16 + (o % 8) * 2 + e],
+// steps = ceil(OW / 2). E = 1: column ow at gt[(oh * OW + ow) * ld + o]. Writes the entries of real
+// columns; the rest (channels [rows, ld), an odd width's pair column) stays as zeroed.
+template <int E>
+inline void channels_of_positions(const float* gy, int64_t rows, int64_t OW, int64_t plane, int64_t ld, float* gt) {
+  const int64_t steps = (OW + E - 1) / E;
   const __m512i dup_lo = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
   const __m512i dup_hi = _mm512_setr_epi32(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
   for (int64_t o0 = 0; o0 < rows; o0 += 16) {
@@ -646,81 +654,123 @@ inline void pair_channels(const float* gy, int64_t rows, int64_t OW, int64_t pla
       __m512 r[16];
       for (int i = 0; i < 16; ++i)
         r[i] = i < no ? _mm512_maskz_loadu_ps(m, gy + (o0 + i) * plane + s0) : _mm512_setzero_ps();
-      transpose16(r);  // r[i]: the 16 channels at position s0 + i
+      transpose16(r);  // r[i]: the 16 channels at position s0 + i (zeros past `rows`)
       for (int64_t i = 0; i < ns; ++i) {
-        const int64_t oh = (s0 + i) / OW, ow = (s0 + i) % OW;
-        float* d = gt + (oh * pairs + ow / 2) * 2 * ld + o0 * 2;
-        const __mmask16 e = ow % 2 ? odd : even;
-        _mm512_mask_storeu_ps(d, e & lo_rows, _mm512_permutexvar_ps(dup_lo, r[i]));
-        if (hi_rows) _mm512_mask_storeu_ps(d + 16, e & hi_rows, _mm512_permutexvar_ps(dup_hi, r[i]));
+        if constexpr (E == 1) {
+          _mm512_storeu_ps(gt + (s0 + i) * ld + o0, r[i]);
+        } else {
+          const int64_t oh = (s0 + i) / OW, ow = (s0 + i) % OW;
+          float* d = gt + (oh * steps + ow / 2) * 2 * ld + o0 * 2;
+          const __mmask16 e = ow % 2 ? odd : even;
+          _mm512_mask_storeu_ps(d, e & lo_rows, _mm512_permutexvar_ps(dup_lo, r[i]));
+          if (hi_rows) _mm512_mask_storeu_ps(d + 16, e & hi_rows, _mm512_permutexvar_ps(dup_hi, r[i]));
+        }
       }
     }
   }
 }
 
-// dwt[(r*KW + kj) * 2ld + 16v + lane] += sum over nrows output rows and `pairs` column pairs of
-// gt[pair * 2ld + 16v + lane] * x[r][row * Wp + 2 pair + kj + lane % 2], for kernel rows
-// r < rows_valid (the other of the RT pointers repeat a valid row; their sums are dropped).
-template <int V8, int RT, int KW>
-inline void channel_dw_tile(const float* gt, int64_t ldp, const float* const* xr, int64_t Wp, int64_t pairs,
+// dwt[(r*KW + j) * ldp + 16v + lane] += sum over nrows output rows (input rows xrow apart) and
+// `steps` steps of E columns of gt[step * ldp + 16v + lane] * the input at x[r] + E*step + j
+// (+ lane % 2 when E = 2), for pointers r < rows_valid (the others repeat a valid one; their sums
+// are dropped). A pointer is a kernel row (c, ki) with its KW taps side by side (stride 1), or one
+// tap (KW = 1: any stride, the offset from the phase plan).
+template <int V, int RT, int KW, int E>
+inline void channel_dw_tile(const float* gt, int64_t ldp, const float* const* xr, int64_t xrow, int64_t steps,
                             int64_t nrows, float* dwt, int64_t rows_valid) {
   constexpr int NT = RT * KW;
   const int64_t nt = rows_valid * KW;
-  __m512 acc[V8][NT];
-  for (int v = 0; v < V8; ++v)
+  __m512 acc[V][NT];
+  for (int v = 0; v < V; ++v)
     for (int t = 0; t < NT; ++t) acc[v][t] = t < nt ? _mm512_loadu_ps(dwt + t * ldp + 16 * v) : _mm512_setzero_ps();
   const float* x[RT];
   for (int i = 0; i < RT; ++i) x[i] = xr[i];
   for (int64_t row = 0; row < nrows; ++row) {
-    for (int64_t j2 = 0; j2 < 2 * pairs; j2 += 2) {
-      __m512 gv[V8];
-      for (int v = 0; v < V8; ++v) gv[v] = _mm512_loadu_ps(gt + j2 / 2 * ldp + 16 * v);
+    for (int64_t s = 0; s < steps; ++s) {
+      __m512 gv[V];
+      for (int v = 0; v < V; ++v) gv[v] = _mm512_loadu_ps(gt + s * ldp + 16 * v);
       for (int i = 0; i < RT; ++i)
         for (int j = 0; j < KW; ++j) {
-          double pair;
-          std::memcpy(&pair, x[i] + j2 + j, sizeof pair);
-          const __m512 b = _mm512_castpd_ps(_mm512_set1_pd(pair));
-          for (int v = 0; v < V8; ++v) acc[v][i * KW + j] = _mm512_fmadd_ps(gv[v], b, acc[v][i * KW + j]);
+          __m512 b;
+          if constexpr (E == 2) {
+            double pair;
+            std::memcpy(&pair, x[i] + 2 * s + j, sizeof pair);
+            b = _mm512_castpd_ps(_mm512_set1_pd(pair));
+          } else {
+            b = _mm512_set1_ps(x[i][s + j]);
+          }
+          for (int v = 0; v < V; ++v) acc[v][i * KW + j] = _mm512_fmadd_ps(gv[v], b, acc[v][i * KW + j]);
         }
     }
-    gt += pairs * ldp;
-    for (int i = 0; i < RT; ++i) x[i] += Wp;
+    gt += steps * ldp;
+    for (int i = 0; i < RT; ++i) x[i] += xrow;
   }
-  for (int v = 0; v < V8; ++v)
+  for (int v = 0; v < V; ++v)
     for (int t = 0; t < NT; ++t)
       if (t < nt) _mm512_storeu_ps(dwt + t * ldp + 16 * v, acc[v][t]);
 }
 
-// Every kernel row's tiles of V8 vectors (channels [ob, ob + 8 V8)) over one band of output rows
-// [oh0, oh0 + nrows).
-template <int V8, int KW>
-inline void channel_dw_band(const float* xp, const float* gt, int64_t ld, const Conv2dGeometry& g,
-                            const DirectConvPlan& p, int64_t oh0, int64_t nrows, int64_t ob, float* dwt) {
-  constexpr int RT = std::max(1, 24 / (V8 * KW));
-  const int64_t R = g.in_per_group() * g.kernel_h, pairs = (g.out_w + 1) / 2;
+// Every pointer's tiles of V vectors (gt/dwt lanes [lane0, lane0 + 16 V)) over one band of output
+// rows [oh0, oh0 + nrows). KW > 1: pointers are kernel rows (stride 1, no dilation, kernel width
+// KW); KW = 1: pointers are taps.
+template <int V, int KW, int E>
+inline void channel_dw_band(const float* xp, const float* gt, int64_t ldp, const Conv2dGeometry& g,
+                            const DirectConvPlan& p, int64_t oh0, int64_t nrows, int64_t lane0, float* dwt) {
+  constexpr int RT = std::max(1, 24 / (V * KW));
+  const int64_t kk = g.kernel_h * g.kernel_w, R = KW == 1 ? g.col_rows() : g.in_per_group() * g.kernel_h;
+  const int64_t steps = (g.out_w + E - 1) / E;
   for (int64_t r0 = 0; r0 < R; r0 += RT) {
     const float* xr[RT];
     for (int i = 0; i < RT; ++i) {
-      const int64_t row = r0 + i < R ? r0 + i : r0, c = row / g.kernel_h, ki = row % g.kernel_h;
-      xr[i] = xp + c * p.chan + (oh0 + ki) * p.Wp;
+      const int64_t r = r0 + i < R ? r0 + i : r0;
+      if constexpr (KW == 1)
+        xr[i] = xp + r / kk * p.chan + p.row_off[r % kk / g.kernel_w] + p.col_off[r % g.kernel_w] + oh0 * p.Wph;
+      else
+        xr[i] = xp + r / g.kernel_h * p.chan + p.row_off[r % g.kernel_h] + oh0 * p.Wph;
     }
-    channel_dw_tile<V8, RT, KW>(gt + oh0 * pairs * 2 * ld + 2 * ob, 2 * ld, xr, p.Wp, pairs, nrows,
-                                dwt + r0 * KW * 2 * ld + 2 * ob, std::min<int64_t>(RT, R - r0));
+    channel_dw_tile<V, RT, KW, E>(gt + oh0 * steps * ldp + lane0, ldp, xr, p.Wph, steps, nrows,
+                                  dwt + r0 * KW * ldp + lane0, std::min<int64_t>(RT, R - r0));
+  }
+}
+
+// One band through every channel block: E = 2 in blocks of 32 and 16 channels (4 and 2 vectors),
+// E = 1 in blocks of 64 and 32 (ld rounded up to 32).
+template <int E>
+inline void channel_dw_bands(const float* xp, const float* gt, int64_t ld, const Conv2dGeometry& g,
+                             const DirectConvPlan& p, int64_t oh0, int64_t nrows, float* dwt) {
+  const bool rows = g.stride_h == 1 && g.stride_w == 1;  // (then no dilation: use_channel_weight_grad)
+  const int64_t ldp = E * ld;
+  for (int64_t lane0 = 0; lane0 < ldp;) {
+    const bool wide = ldp - lane0 >= 64;  // 4 vectors, else 2
+    if (wide) {
+      if (rows && g.kernel_w == 3) channel_dw_band<4, 3, E>(xp, gt, ldp, g, p, oh0, nrows, lane0, dwt);
+      else if (E == 2 && rows && g.kernel_w == 5) channel_dw_band<4, 5, 2>(xp, gt, ldp, g, p, oh0, nrows, lane0, dwt);
+      else channel_dw_band<4, 1, E>(xp, gt, ldp, g, p, oh0, nrows, lane0, dwt);
+    } else {
+      if (rows && g.kernel_w == 3) channel_dw_band<2, 3, E>(xp, gt, ldp, g, p, oh0, nrows, lane0, dwt);
+      else if (E == 2 && rows && g.kernel_w == 5) channel_dw_band<2, 5, 2>(xp, gt, ldp, g, p, oh0, nrows, lane0, dwt);
+      else channel_dw_band<2, 1, E>(xp, gt, ldp, g, p, oh0, nrows, lane0, dwt);
+    }
+    lane0 += wide ? 64 : 32;
   }
 }
 #endif
 
 // dw (O, C/G, kh, kw) += the weight gradient (use_channel_weight_grad(g) is true). Images are
 // split into one chunk per thread; each chunk sums into its own dwt, and the chunks' sums are
-// added into dw afterwards in chunk order (deterministic).
+// added into dw afterwards in chunk order (deterministic). Odd output widths with >= 32 channels
+// take one column per step (E = 1, no pair column wasted; 4 vectors of 16 channels), the rest
+// column pairs (E = 2).
 inline void channel_conv_weight_grad(const float* x, const float* gy, float* dw, const Conv2dGeometry& g) {
 #if defined(__AVX512F__)
   const int64_t N = g.batch, G = g.groups, Cg = g.in_per_group(), Og = g.out_per_group(), K = g.col_rows();
-  const int64_t O = g.out_channels, OH = g.out_h, OW = g.out_w, plane = g.out_plane(), pairs = (OW + 1) / 2;
+  const int64_t O = g.out_channels, OH = g.out_h, OW = g.out_w, plane = g.out_plane();
   const DirectConvPlan p(g);
-  const int64_t ld = (Og + 15) / 16 * 16, gt_elems = OH * pairs * 2 * ld, dwt_elems = G * K * 2 * ld;
+  const int E = OW % 2 == 1 && Og >= 32 ? 1 : 2;
+  const int64_t ld = E == 1 ? (Og + 31) / 32 * 32 : (Og + 15) / 16 * 16, ldp = E * ld;
+  const int64_t gt_elems = OH * ((OW + E - 1) / E) * ldp, dwt_elems = G * K * ldp;
   const int64_t chunks = batch_chunks(N), per_chunk = p.xp_elems + gt_elems + dwt_elems;
-  const int64_t band = std::max<int64_t>(1, 128 / OW);  // output rows whose gt and xp rows stay in L1
+  const int64_t band = std::max<int64_t>(1, 128 / OW);  // output rows whose gt and input rows stay in L1
   Workspace<float> ws(chunks * per_chunk);
   parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t t = c0; t < c1; ++t) {
@@ -731,34 +781,27 @@ inline void channel_conv_weight_grad(const float* x, const float* gy, float* dw,
       for (int64_t n = t * N / chunks; n < (t + 1) * N / chunks; ++n)
         for (int64_t grp = 0; grp < G; ++grp) {
           direct_pad_image(x + (n * g.in_channels + grp * Cg) * g.in_plane(), g, p, xp);
-          pair_channels(gy + (n * O + grp * Og) * plane, Og, OW, plane, ld, gt);
-          float* dwg = dwt + grp * K * 2 * ld;
+          const float* gyg = gy + (n * O + grp * Og) * plane;
+          float* dwg = dwt + grp * K * ldp;
+          if (E == 1) channels_of_positions<1>(gyg, Og, OW, plane, ld, gt);
+          else channels_of_positions<2>(gyg, Og, OW, plane, ld, gt);
           for (int64_t oh0 = 0; oh0 < OH; oh0 += band) {
             const int64_t nrows = std::min(band, OH - oh0);
-            for (int64_t ob = 0; ob < ld;) {
-              const bool wide = ld - ob >= 32;  // 4 vectors (32 channels), else 2 (16)
-              if (g.kernel_w == 3) {
-                if (wide) channel_dw_band<4, 3>(xp, gt, ld, g, p, oh0, nrows, ob, dwg);
-                else channel_dw_band<2, 3>(xp, gt, ld, g, p, oh0, nrows, ob, dwg);
-              } else {
-                if (wide) channel_dw_band<4, 5>(xp, gt, ld, g, p, oh0, nrows, ob, dwg);
-                else channel_dw_band<2, 5>(xp, gt, ld, g, p, oh0, nrows, ob, dwg);
-              }
-              ob += wide ? 32 : 16;
-            }
+            if (E == 1) channel_dw_bands<1>(xp, gt, ld, g, p, oh0, nrows, dwg);
+            else channel_dw_bands<2>(xp, gt, ld, g, p, oh0, nrows, dwg);
           }
         }
     }
   });
-  // dw[grp*Og + o, k] += the chunks' sums (in chunk order) of both column parities of dwt
+  // dw[grp*Og + o, k] += the chunks' sums (in chunk order) of o's lanes of dwt (E of them)
   parallel_for(0, O, 8, [&](int64_t o0, int64_t o1) {
     for (int64_t oc = o0; oc < o1; ++oc) {
-      const int64_t grp = oc / Og, o = oc % Og, lane = o / 8 * 16 + o % 8 * 2;
+      const int64_t grp = oc / Og, o = oc % Og, lane = E == 1 ? o : o / 8 * 16 + o % 8 * 2;
       for (int64_t k = 0; k < K; ++k) {
         float s = dw[oc * K + k];
         for (int64_t t = 0; t < chunks; ++t) {
-          const float* d = ws.data() + t * per_chunk + p.xp_elems + gt_elems + (grp * K + k) * 2 * ld + lane;
-          s += d[0] + d[1];
+          const float* d = ws.data() + t * per_chunk + p.xp_elems + gt_elems + (grp * K + k) * ldp + lane;
+          s += E == 1 ? d[0] : d[0] + d[1];
         }
         dw[oc * K + k] = s;
       }
