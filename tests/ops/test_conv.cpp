@@ -368,9 +368,9 @@ TEST_CASE("conv2d weight gradient with output channels along the vectors (float)
 }
 
 TEST_CASE("conv2d forward with output channels along the vectors (float) against double") {
-  // cpu::detail::channel_conv_forward: direct-conv shapes whose padded grid wastes >= 20 %, with
-  // output channels per group in 64s. Its edges: planes not a multiple of the 6-position tile,
-  // planes over 16 (several transposed blocks), strides (phase offsets), groups, 128 channels.
+  // cpu::detail::channel_conv_forward: direct-conv shapes with output channels per group in 32s.
+  // Its edges: planes not a multiple of the 6- or 12-position tile, planes over 16 (several
+  // transposed blocks), strides (phase offsets), groups, 96 and 128 channels (tiles of 64 and 32).
   Generator gen(77);
   struct Case {
     const char* name;
@@ -384,7 +384,10 @@ TEST_CASE("conv2d forward with output channels along the vectors (float) against
       {"groups 2 of 64, 4x6 plane, 5x3 kernel", geometry(2, 6, 4, 6, 128, 5, 3, 1, 1, 2, 1, 1, 1, 2), true},
       {"one output position: im2col (the grid is 16x the output)", geometry(2, 3, 3, 3, 64, 3, 3, 1, 1, 0, 0, 1, 1, 1), false},
       {"48 channels: the grid kernel", geometry(2, 8, 7, 7, 48, 3, 3, 1, 1, 1, 1, 1, 1, 1), false},
-      {"64 channels on 28x28 (little waste): the grid kernel", geometry(1, 4, 28, 28, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1), false},
+      {"64 channels on 28x28", geometry(1, 4, 28, 28, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1), true},
+      {"32 channels, 9x11 (2-vector tiles of 12 positions)", geometry(2, 5, 9, 11, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1), true},
+      {"96 channels, LeNet's unpadded 5x5 on 14x14", geometry(2, 6, 14, 14, 96, 5, 5, 1, 1, 0, 0, 1, 1, 1), true},
+      {"16 channels: the grid kernel", geometry(2, 8, 7, 7, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1), false},
   };
   for (const auto& c : cases) {
     INFO(std::string(c.name));

@@ -11,9 +11,9 @@
 // - float, AVX-512, a kernel larger than 1x1: a direct kernel on the zero-padded image (split into
 //   its stride phases when the stride is 2-4), no column matrix, for the forward and the weight
 //   gradient (detail::direct_conv_forward / direct_conv_weight_grad). Two variants put output
-//   channels along the vectors instead of positions: the forward where the padded grid wastes
-//   >= 20 % and channels come in 64s (ResNet's 7x7 stage: channel_conv_forward), and the weight
-//   gradient of stride-1 3x3 / 5x5 convs with >= 8 output channels (channel_conv_weight_grad);
+//   channels along the vectors instead of positions: the forward when output channels come in
+//   32s (channel_conv_forward), and the weight gradient with >= 8 output channels (stride 1: 3x3
+//   or 5x5 kernels; strides 2-4: any kernel but 1x1) (channel_conv_weight_grad);
 // - stride 1, padding <= dilation * (kernel - 1): the input gradient as a forward convolution of
 //   the output gradient with the turned kernel (conv2d_input_grad_by_conv), so it too runs on
 //   the direct kernel (or im2col + GEMM) instead of GEMM + col2im.
@@ -812,46 +812,65 @@ inline void channel_conv_weight_grad(const float* x, const float* gy, float* dw,
 #endif
 }
 
-// ---- Forward with output channels along the vectors, for small planes ---------------------------
-// direct_conv_tile computes the whole padded grid: on ResNet's 7x7 planes that is 63 positions
-// (Qpad 64) for 49 outputs, and its tail tiles hold 2 vectors. Here a vector holds 16 output
-// channels of one output position and a tile is 4 vectors (64 channels) x 6 positions: per tap
-// 4 weight vectors (wt (K, Og) packed per call) and 6 broadcasts of the positions' inputs at the
-// tap's offset, so only real positions are computed (49 of 54 on 7x7). Results go position-major
-// into yt (plane, Og) and are transposed into y with the bias. Taken where the grid wastes >= 20 %
-// and the channels come in 64s.
+// ---- Forward with output channels along the vectors ---------------------------------------------
+// direct_conv_tile computes the whole padded grid (on ResNet's 7x7 planes 63 positions, Qpad 64, for
+// 49 outputs; LeNet's unpadded 5x5 on 14x14: 144 for 100) from 8 broadcast weights and 3 input
+// vectors per tap. Here a vector holds 16 output channels of one output position and a tile is OV
+// vectors x 24/OV positions (4 x 6 or 2 x 12): per tap OV weight vectors (wt (K, Og) packed per
+// call) and one broadcast input per position at the tap's offset, so only real positions are
+// computed and a tap costs 10 or 14 loads per 24 FMAs instead of 11. Results go position-major into
+// yt (plane, Og) and are transposed into y with the bias. Taken when output channels come in 32s
+// (measured, 1 thread: the 64-channel 3x3 layer on 32x32 of bench/conv +8 %, ResNet's 7x7 stage
+// +20 %, its 32-channel 14x14 stage +2 %, LeNet's step +6 %).
 template <class T>
 bool use_channel_forward(const Conv2dGeometry& g) {
   if constexpr (!kDirectConv || !std::is_same_v<T, float>) {
     return false;
   } else {
-    return use_direct_conv<T>(g) && g.out_per_group() % 64 == 0 && 5 * DirectConvPlan(g).Qpad >= 6 * g.out_plane();
+    return use_direct_conv<T>(g) && g.out_per_group() % 32 == 0;
   }
 }
 
 #if defined(__AVX512F__)
 // yt[j * ld + 16v + lane] = sum over taps k of wt[k * ld + 16v + lane] * xb[j][toff[k]], positions
 // j < np_valid (the others repeat a valid position; not stored).
-template <int NP>
+template <int OV, int NP>
 inline void channel_conv_tile(const float* const* xb_in, const int64_t* toff, int64_t K, const float* wt, int64_t ld,
                               float* yt, int64_t np_valid) {
-  __m512 acc[4][NP];
-  for (int v = 0; v < 4; ++v)
+  __m512 acc[OV][NP];
+  for (int v = 0; v < OV; ++v)
     for (int j = 0; j < NP; ++j) acc[v][j] = _mm512_setzero_ps();
   const float* xb[NP];
   for (int j = 0; j < NP; ++j) xb[j] = xb_in[j];
   for (int64_t k = 0; k < K; ++k) {
     const int64_t off = toff[k];
-    __m512 wv[4];
-    for (int v = 0; v < 4; ++v) wv[v] = _mm512_loadu_ps(wt + k * ld + 16 * v);
+    __m512 wv[OV];
+    for (int v = 0; v < OV; ++v) wv[v] = _mm512_loadu_ps(wt + k * ld + 16 * v);
     for (int j = 0; j < NP; ++j) {
       const __m512 b = _mm512_set1_ps(xb[j][off]);
-      for (int v = 0; v < 4; ++v) acc[v][j] = _mm512_fmadd_ps(wv[v], b, acc[v][j]);
+      for (int v = 0; v < OV; ++v) acc[v][j] = _mm512_fmadd_ps(wv[v], b, acc[v][j]);
     }
   }
   for (int j = 0; j < NP; ++j)
     if (j < np_valid)
-      for (int v = 0; v < 4; ++v) _mm512_storeu_ps(yt + j * ld + 16 * v, acc[v][j]);
+      for (int v = 0; v < OV; ++v) _mm512_storeu_ps(yt + j * ld + 16 * v, acc[v][j]);
+}
+
+// Channels [ob, ob + 16 OV) of one image's group at every output position, in tiles of 24 / OV
+// positions (xp: the padded image; wt, yt: at channel ob, rows ld apart).
+template <int OV>
+inline void channel_conv_block(const float* xp, const Conv2dGeometry& g, const DirectConvPlan& p, const int64_t* toff,
+                               const float* wt, int64_t ld, float* yt) {
+  constexpr int NP = 24 / OV;
+  const int64_t plane = g.out_plane(), OW = g.out_w, K = g.col_rows();
+  for (int64_t p0 = 0; p0 < plane; p0 += NP) {
+    const float* xb[NP];
+    for (int j = 0; j < NP; ++j) {
+      const int64_t pos = std::min(p0 + j, plane - 1);
+      xb[j] = xp + pos / OW * p.Wph + pos % OW;
+    }
+    channel_conv_tile<OV, NP>(xb, toff, K, wt, ld, yt + p0 * ld, std::min<int64_t>(NP, plane - p0));
+  }
 }
 #endif
 
@@ -859,9 +878,8 @@ inline void channel_conv_tile(const float* const* xb_in, const int64_t* toff, in
 inline void channel_conv_forward(const float* x, const float* w, const float* bias, float* y, const Conv2dGeometry& g) {
 #if defined(__AVX512F__)
   const int64_t N = g.batch, G = g.groups, Cg = g.in_per_group(), Og = g.out_per_group(), K = g.col_rows();
-  const int64_t OW = g.out_w, plane = g.out_plane(), kk = g.kernel_h * g.kernel_w;
+  const int64_t plane = g.out_plane(), kk = g.kernel_h * g.kernel_w;
   const DirectConvPlan p(g);
-  constexpr int kNP = 6;
   // wt (G, K, Og): the weights of each tap side by side over the output channels.
   Workspace<float> wt(G * K * Og);
   for (int64_t grp = 0; grp < G; ++grp)
@@ -880,15 +898,11 @@ inline void channel_conv_forward(const float* x, const float* w, const float* bi
       for (int64_t n = t * N / chunks; n < (t + 1) * N / chunks; ++n)
         for (int64_t grp = 0; grp < G; ++grp) {
           direct_pad_image(x + (n * g.in_channels + grp * Cg) * g.in_plane(), g, p, xp);
-          for (int64_t p0 = 0; p0 < plane; p0 += kNP) {
-            const float* xb[kNP];
-            for (int j = 0; j < kNP; ++j) {
-              const int64_t pos = std::min(p0 + j, plane - 1);
-              xb[j] = xp + pos / OW * p.Wph + pos % OW;
-            }
-            for (int64_t ob = 0; ob < Og; ob += 64)
-              channel_conv_tile<kNP>(xb, toff.data(), K, wt.data() + grp * K * Og + ob, Og, yt + p0 * Og + ob,
-                                     std::min<int64_t>(kNP, plane - p0));
+          for (int64_t ob = 0; ob < Og;) {  // 64 channels a tile, the last 32 in a 2-vector tile
+            const float* wg = wt.data() + grp * K * Og + ob;
+            if (Og - ob >= 64) channel_conv_block<4>(xp, g, p, toff.data(), wg, Og, yt + ob);
+            else channel_conv_block<2>(xp, g, p, toff.data(), wg, Og, yt + ob);
+            ob += Og - ob >= 64 ? 64 : 32;
           }
           // y (Og, plane) = yt transposed, plus the bias: 16 x 16 blocks.
           float* yo = y + (n * g.out_channels + grp * Og) * plane;
