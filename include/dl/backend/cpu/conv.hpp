@@ -12,7 +12,7 @@
 //   its stride phases when the stride is 2-4), no column matrix, for the forward and the weight
 //   gradient (detail::direct_conv_forward / direct_conv_weight_grad). Two variants put output
 //   channels along the vectors instead of positions: the forward when output channels come in
-//   32s (channel_conv_forward), and the weight gradient with >= 8 output channels (stride 1: 3x3
+//   64s, or 32s on a wasteful grid (channel_conv_forward), and the weight gradient with >= 8 output channels (stride 1: 3x3
 //   or 5x5 kernels; strides 2-4: any kernel but 1x1) (channel_conv_weight_grad);
 // - stride 1, padding <= dilation * (kernel - 1): the input gradient as a forward convolution of
 //   the output gradient with the turned kernel (conv2d_input_grad_by_conv), so it too runs on
@@ -819,15 +819,17 @@ inline void channel_conv_weight_grad(const float* x, const float* gy, float* dw,
 // vectors x 24/OV positions (4 x 6 or 2 x 12): per tap OV weight vectors (wt (K, Og) packed per
 // call) and one broadcast input per position at the tap's offset, so only real positions are
 // computed and a tap costs 10 or 14 loads per 24 FMAs instead of 11. Results go position-major into
-// yt (plane, Og) and are transposed into y with the bias. Taken when output channels come in 32s
-// (measured, 1 thread: the 64-channel 3x3 layer on 32x32 of bench/conv +8 %, ResNet's 7x7 stage
-// +20 %, its 32-channel 14x14 stage +2 %, LeNet's step +6 %).
+// yt (plane, Og) and are transposed into y with the bias. Taken when output channels come in 64s,
+// or in 32s where the grid wastes >= 20 % (measured, 1 thread: the 64-channel 3x3 layer on 32x32
+// of bench/conv +8 %, ResNet's 7x7 stage +20 %, LeNet's step +6 %; the 2-vector tile on ResNet's
+// 32-channel 14x14 convs, 7-14 % waste: -3 % to +2 %, not taken).
 template <class T>
 bool use_channel_forward(const Conv2dGeometry& g) {
   if constexpr (!kDirectConv || !std::is_same_v<T, float>) {
     return false;
   } else {
-    return use_direct_conv<T>(g) && g.out_per_group() % 32 == 0;
+    const int64_t Og = g.out_per_group();
+    return use_direct_conv<T>(g) && (Og % 64 == 0 || (Og % 32 == 0 && 5 * DirectConvPlan(g).Qpad >= 6 * g.out_plane()));
   }
 }
 
