@@ -329,8 +329,8 @@ TEST_CASE("conv2d direct kernel (float) against the im2col path, each shape clas
 TEST_CASE("conv2d weight gradient with output channels along the vectors (float) against double") {
   // cpu::detail::channel_conv_weight_grad, >= 8 output channels per group: stride 1 without
   // dilation, kernel width 3 or 5 and >= 8 kernel rows (channels x kernel height); strides 2-4 with
-  // >= 8 taps (one pointer per tap on the phase planes). Its edges: odd output widths (one column
-  // per step with >= 32 channels, else a zero gy column in a pair), channel counts off 16 and 32
+  // >= 8 taps (one pointer per tap on the phase planes). Its edges: odd output widths (with < 32
+  // channels a zero gy column in a column pair; >= 32: one column per step), channel counts off 16 and 32
   // (the 2- and 4-vector tiles, masked rows), kernel rows or taps off the tile's (repeated pointers
   // whose sums are dropped), groups, bands of output rows.
   Generator gen(2024);
@@ -352,8 +352,8 @@ TEST_CASE("conv2d weight gradient with output channels along the vectors (float)
       {"7 output channels: the older kernel", geometry(2, 4, 12, 12, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1), false},
       {"kernel width 4: the older kernel", geometry(2, 4, 12, 12, 16, 3, 4, 1, 1, 1, 1, 1, 1, 1), false},
       {"dilation 2: the older kernel", geometry(2, 4, 12, 12, 16, 3, 3, 1, 1, 2, 2, 2, 2, 1), false},
-      {"ResNet downsampling 16 -> 32, stride 2 (column pairs)", geometry(2, 16, 28, 28, 32, 3, 3, 2, 2, 1, 1, 1, 1, 1), true},
-      {"ResNet downsampling 32 -> 64, stride 2, 7x7 out (one column per step)", geometry(2, 32, 14, 14, 64, 3, 3, 2, 2, 1, 1, 1, 1, 1), true},
+      {"ResNet downsampling 16 -> 32, stride 2", geometry(2, 16, 28, 28, 32, 3, 3, 2, 2, 1, 1, 1, 1, 1), true},
+      {"ResNet downsampling 32 -> 64, stride 2, 7x7 out", geometry(2, 32, 14, 14, 64, 3, 3, 2, 2, 1, 1, 1, 1, 1), true},
       {"stride (2, 1), 5x3, odd width, 40 channels", geometry(3, 3, 15, 13, 40, 5, 3, 2, 1, 2, 1, 1, 1, 1), true},
       {"stride 3, 5x5 pad 2, groups 2 of 9 channels", geometry(2, 6, 31, 29, 18, 5, 5, 3, 3, 2, 2, 1, 1, 2), true},
       {"stride 2, dilation 2, 33 channels", geometry(2, 4, 24, 24, 33, 3, 3, 2, 2, 2, 2, 2, 2, 1), true},
