@@ -326,6 +326,25 @@ TEST_CASE("conv2d direct kernel (float) against the im2col path, each shape clas
   }
 }
 
+namespace {
+// A shape and whether a kernel-choice predicate takes it (with AVX-512; without, nothing is taken):
+// the choice is checked for float and double, then the float result against the double path.
+struct KernelCase {
+  const char* name;
+  cpu::Conv2dGeometry g;
+  bool taken;
+};
+template <class Uses>
+void check_kernel_cases(const std::vector<KernelCase>& cases, Uses uses, Generator& gen) {
+  for (const auto& c : cases) {
+    INFO(std::string(c.name));
+    CHECK(uses(c.g, float{}) == (cpu::detail::kDirectConv && c.taken));
+    CHECK_FALSE(uses(c.g, double{}));
+    check_float_against_double(c.g, gen);
+  }
+}
+}  // namespace
+
 TEST_CASE("conv2d weight gradient with output channels along the vectors (float) against double") {
   // cpu::detail::channel_conv_weight_grad, >= 8 output channels per group: stride 1 without
   // dilation, kernel width 3 or 5 and >= 8 kernel rows (channels x kernel height); strides 2-4 with
@@ -334,12 +353,7 @@ TEST_CASE("conv2d weight gradient with output channels along the vectors (float)
   // (the 2- and 4-vector tiles, masked rows), kernel rows or taps off the tile's (repeated pointers
   // whose sums are dropped), groups, bands of output rows.
   Generator gen(2024);
-  struct Case {
-    const char* name;
-    cpu::Conv2dGeometry g;
-    bool channel;  // with AVX-512
-  };
-  const std::vector<Case> cases = {
+  const std::vector<KernelCase> cases = {
       {"ResNet stage 1: 16 channels, 28x28 (bands of 4 rows)", geometry(3, 16, 28, 28, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1), true},
       {"ResNet stage 3: 64 channels, 7x7 (odd width)", geometry(2, 64, 7, 7, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1), true},
       {"48 output channels: a 4-vector and a 2-vector tile", geometry(2, 5, 9, 11, 48, 3, 3, 1, 1, 1, 1, 1, 1, 1), true},
@@ -359,12 +373,9 @@ TEST_CASE("conv2d weight gradient with output channels along the vectors (float)
       {"stride 2, dilation 2, 33 channels", geometry(2, 4, 24, 24, 33, 3, 3, 2, 2, 2, 2, 2, 2, 1), true},
       {"stride 2, 2x2 kernel with one input channel (4 taps): the older kernel", geometry(2, 1, 16, 16, 16, 2, 2, 2, 2, 0, 0, 1, 1, 1), false},
   };
-  for (const auto& c : cases) {
-    INFO(std::string(c.name));
-    CHECK(cpu::detail::use_channel_weight_grad<float>(c.g) == (cpu::detail::kDirectConv && c.channel));
-    CHECK_FALSE(cpu::detail::use_channel_weight_grad<double>(c.g));
-    check_float_against_double(c.g, gen);
-  }
+  check_kernel_cases(
+      cases, [](const cpu::Conv2dGeometry& g, auto t) { return cpu::detail::use_channel_weight_grad<decltype(t)>(g); },
+      gen);
 }
 
 TEST_CASE("conv2d forward with output channels along the vectors (float) against double") {
@@ -373,12 +384,7 @@ TEST_CASE("conv2d forward with output channels along the vectors (float) against
   // Its edges: planes not a multiple of the 6- or 12-position tile, planes over 16 (several
   // transposed blocks), strides (phase offsets), groups, 96 and 128 channels (tiles of 64 and 32).
   Generator gen(77);
-  struct Case {
-    const char* name;
-    cpu::Conv2dGeometry g;
-    bool channel;  // with AVX-512
-  };
-  const std::vector<Case> cases = {
+  const std::vector<KernelCase> cases = {
       {"ResNet stage 3: 64 channels, 7x7 (dx too: 64 -> 64)", geometry(2, 64, 7, 7, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1), true},
       {"ResNet downsampling: 32 -> 64, stride 2, 14x14", geometry(2, 32, 14, 14, 64, 3, 3, 2, 2, 1, 1, 1, 1, 1), true},
       {"128 channels, 5x5 plane (2 channel blocks, one tile and a part)", geometry(3, 8, 5, 5, 128, 3, 3, 1, 1, 1, 1, 1, 1, 1), true},
@@ -391,12 +397,8 @@ TEST_CASE("conv2d forward with output channels along the vectors (float) against
       {"32 channels on 14x14 (the grid wastes 14 %): the grid kernel", geometry(2, 32, 14, 14, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1), false},
       {"16 channels: the grid kernel", geometry(2, 8, 7, 7, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1), false},
   };
-  for (const auto& c : cases) {
-    INFO(std::string(c.name));
-    CHECK(cpu::detail::use_channel_forward<float>(c.g) == (cpu::detail::kDirectConv && c.channel));
-    CHECK_FALSE(cpu::detail::use_channel_forward<double>(c.g));
-    check_float_against_double(c.g, gen);
-  }
+  check_kernel_cases(
+      cases, [](const cpu::Conv2dGeometry& g, auto t) { return cpu::detail::use_channel_forward<decltype(t)>(g); }, gen);
 }
 
 TEST_CASE("conv2d direct kernel (float) on random configurations, stride 1 to 3") {
