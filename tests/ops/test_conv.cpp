@@ -276,7 +276,20 @@ void check_float_against_double(const cpu::Conv2dGeometry& g, Generator& gen) {
 }
 }  // namespace
 
+namespace {
+// Winograd on or off for a scope (cpu::set_conv_winograd), the setting restored after: the tests of
+// the direct kernels turn it off, since 3x3 stride-1 shapes with >= 32 channels would go to it.
+struct WinogradSetting {
+  bool saved = cpu::conv_winograd();
+  explicit WinogradSetting(bool on) { cpu::set_conv_winograd(on); }
+  ~WinogradSetting() { cpu::set_conv_winograd(saved); }
+  WinogradSetting(const WinogradSetting&) = delete;
+  WinogradSetting& operator=(const WinogradSetting&) = delete;
+};
+}  // namespace
+
 TEST_CASE("conv2d direct kernel (float) against the im2col path, each shape class") {
+  WinogradSetting direct_only(false);
   Generator gen(99);
   struct Case {
     const char* name;
@@ -383,6 +396,7 @@ TEST_CASE("conv2d forward with output channels along the vectors (float) against
   // in 32s where the padded grid wastes >= 20 %.
   // Its edges: planes not a multiple of the 6- or 12-position tile, planes over 16 (several
   // transposed blocks), strides (phase offsets), groups, 96 and 128 channels (tiles of 64 and 32).
+  WinogradSetting direct_only(false);
   Generator gen(77);
   const std::vector<KernelCase> cases = {
       {"ResNet stage 3: 64 channels, 7x7 (dx too: 64 -> 64)", geometry(2, 64, 7, 7, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1), true},
@@ -401,7 +415,39 @@ TEST_CASE("conv2d forward with output channels along the vectors (float) against
       cases, [](const cpu::Conv2dGeometry& g, auto t) { return cpu::detail::use_channel_forward<decltype(t)>(g); }, gen);
 }
 
+TEST_CASE("conv2d Winograd F(4x4, 3x3) (float) against double") {
+  // cpu::detail::winograd_conv_forward: 3x3, stride 1, no dilation, >= 32 channels per group on
+  // each side in 16s; the input gradient of such a convolution is one too (padding 2 - p). Its
+  // edges: partial tiles (planes not a multiple of 4), more tiles than one transform block (24),
+  // output channels needing the 2- and 1-vector product tiles (48, 96 = 64 + 32), groups, paddings
+  // 0 and 2 (dx: 2 and 0), rectangles.
+  WinogradSetting on(true);
+  Generator gen(4343);
+  const std::vector<KernelCase> cases = {
+      {"ResNet stage 2: 32 channels, 14x14 (4x4 tiles, 2 partial)", geometry(2, 32, 14, 14, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1), true},
+      {"ResNet stage 3: 64 channels, 7x7 (2x2 tiles, 1 of 16 positions used at the corner)", geometry(3, 64, 7, 7, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1), true},
+      {"bench/conv's layer shape: 64 channels, 32x32 (64 tiles: 3 blocks)", geometry(2, 64, 32, 32, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1), true},
+      {"48 output channels, unpadded 9x11", geometry(2, 32, 9, 11, 48, 3, 3, 1, 1, 0, 0, 1, 1, 1), true},
+      {"padding (2, 1), 5x6 input", geometry(2, 32, 5, 6, 32, 3, 3, 1, 1, 2, 1, 1, 1, 1), true},
+      {"groups 2 of 32 -> 48, 13x10", geometry(2, 64, 13, 10, 96, 3, 3, 1, 1, 1, 1, 1, 1, 2), true},
+      {"96 output channels, 21x22 (36 tiles: a block and a half)", geometry(2, 32, 21, 22, 96, 3, 3, 1, 1, 1, 1, 1, 1, 1), true},
+      {"one whole tile: 4x4 output, batch over many chunks", geometry(9, 32, 4, 4, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1), true},
+      {"16 channels: the direct kernels", geometry(2, 16, 28, 28, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1), false},
+      {"40 input channels (not in 16s)", geometry(2, 40, 8, 8, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1), false},
+      {"stride 2", geometry(2, 32, 14, 14, 64, 3, 3, 2, 2, 1, 1, 1, 1, 1), false},
+      {"dilation 2", geometry(2, 32, 12, 12, 32, 3, 3, 1, 1, 2, 2, 2, 2, 1), false},
+      {"5x5 kernel", geometry(2, 32, 12, 12, 32, 5, 5, 1, 1, 2, 2, 1, 1, 1), false},
+      {"3x3 output: no whole tile", geometry(2, 32, 3, 3, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1), false},
+  };
+  check_kernel_cases(
+      cases, [](const cpu::Conv2dGeometry& g, auto t) { return cpu::detail::use_winograd<decltype(t)>(g); }, gen);
+  CHECK(cpu::detail::use_winograd<float>(cpu::detail::input_grad_geometry(cases[3].g)) == cpu::detail::kDirectConv);
+  WinogradSetting off(false);
+  CHECK_FALSE(cpu::detail::use_winograd<float>(cases[0].g));
+}
+
 TEST_CASE("conv2d direct kernel (float) on random configurations, stride 1 to 3") {
+  WinogradSetting direct_only(false);
   Generator gen(31337);
   int direct = 0, strided = 0;
   for (int trial = 0; trial < 90; ++trial) {
