@@ -365,6 +365,7 @@ TEST_CASE("conv2d weight gradient with output channels along the vectors (float)
   // channels a zero gy column in a column pair; >= 32: one column per step), channel counts off 16 and 32
   // (the 2- and 4-vector tiles, masked rows), kernel rows or taps off the tile's (repeated pointers
   // whose sums are dropped), groups, bands of output rows.
+  WinogradSetting direct_only(false);
   Generator gen(2024);
   const std::vector<KernelCase> cases = {
       {"ResNet stage 1: 16 channels, 28x28 (bands of 4 rows)", geometry(3, 16, 28, 28, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1), true},
@@ -415,9 +416,10 @@ TEST_CASE("conv2d forward with output channels along the vectors (float) against
       cases, [](const cpu::Conv2dGeometry& g, auto t) { return cpu::detail::use_channel_forward<decltype(t)>(g); }, gen);
 }
 
-TEST_CASE("conv2d Winograd F(4x4, 3x3) (float) against double") {
-  // cpu::detail::winograd_conv_forward: 3x3, stride 1, no dilation, >= 32 channels per group on
-  // each side in 16s; the input gradient of such a convolution is one too (padding 2 - p). Its
+TEST_CASE("conv2d Winograd F(4x4, 3x3) forward, input and weight gradients (float) against double") {
+  // cpu::detail::winograd_conv_forward and winograd_conv_weight_grad: 3x3, stride 1, no dilation,
+  // >= 32 channels per group on each side in 16s; the input gradient of such a convolution is a
+  // forward one too (padding 2 - p). Its
   // edges: partial tiles (planes not a multiple of 4), more tiles than one transform block (24),
   // output channels needing the 2- and 1-vector product tiles (48, 96 = 64 + 32), groups, paddings
   // 0 and 2 (dx: 2 and 0), rectangles.

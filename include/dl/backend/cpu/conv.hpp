@@ -14,6 +14,10 @@
 //   channels along the vectors instead of positions: the forward when output channels come in
 //   64s, or 32s on a wasteful grid (channel_conv_forward), and the weight gradient with >= 8 output channels (stride 1: 3x3
 //   or 5x5 kernels; strides 2-4: any kernel but 1x1) (channel_conv_weight_grad);
+// - float, AVX-512, 3x3 stride 1 without dilation, >= 32 channels per group on each side in 16s:
+//   Winograd F(4x4, 3x3) for the forward, the input gradient and the weight gradient
+//   (detail::winograd_conv_forward / winograd_conv_weight_grad; set_conv_winograd(false) or
+//   DL_CONV_WINOGRAD=0 turns it off);
 // - stride 1, padding <= dilation * (kernel - 1): the input gradient as a forward convolution of
 //   the output gradient with the turned kernel (conv2d_input_grad_by_conv), so it too runs on
 //   the direct kernel (or im2col + GEMM) instead of GEMM + col2im.
@@ -839,13 +843,14 @@ bool use_channel_forward(const Conv2dGeometry& g) {
 
 #if defined(__AVX512F__)
 // yt[j * ld + 16v + lane] = sum over taps k of wt[k * ld + 16v + lane] * xb[j][toff[k]], positions
-// j < np_valid (the others repeat a valid position; not stored).
+// j < np_valid (the others repeat a valid position; not stored); with `accumulate`, added to yt.
 template <int OV, int NP>
 inline void channel_conv_tile(const float* const* xb_in, const int64_t* toff, int64_t K, const float* wt, int64_t ld,
-                              float* yt, int64_t np_valid) {
+                              float* yt, int64_t np_valid, bool accumulate = false) {
   __m512 acc[OV][NP];
   for (int v = 0; v < OV; ++v)
-    for (int j = 0; j < NP; ++j) acc[v][j] = _mm512_setzero_ps();
+    for (int j = 0; j < NP; ++j)
+      acc[v][j] = accumulate && j < np_valid ? _mm512_loadu_ps(yt + j * ld + 16 * v) : _mm512_setzero_ps();
   const float* xb[NP];
   for (int j = 0; j < NP; ++j) xb[j] = xb_in[j];
   for (int64_t k = 0; k < K; ++k) {
@@ -1000,6 +1005,15 @@ inline void winograd_weight6(const float (&w)[3], float (&u)[6]) {
   u[5] = w[2];
 }
 
+// G^T (3 x 6) applied to 6 values: the weight gradient's last transform along one axis.
+inline void winograd_weight_grad3(const float (&u)[6], float (&k)[3]) {
+  constexpr float s6 = 1.0f / 6, s12 = 1.0f / 12, s24 = 1.0f / 24;
+  const float a = u[1] + u[2], b = u[3] + u[4];
+  k[0] = u[0] * 0.25f - a * s6 + b * s24;
+  k[1] = (u[2] - u[1]) * s6 + (u[3] - u[4]) * s12;
+  k[2] = (b - a) * s6 + u[5];
+}
+
 #if defined(__AVX512F__)
 // B^T (6 x 6) applied to 6 vectors: the input transform along one axis.
 inline void winograd_input6(const __m512 (&d)[6], __m512 (&t)[6]) {
@@ -1040,6 +1054,41 @@ inline void winograd_channels_last(const float* x, const Conv2dGeometry& g, int6
 }
 
 #endif
+
+// U[e][t][c] = (B^T d B)[e] for tiles t0 .. t0 + tb - 1 (U's rows t < kWinogradTiles): d is tile
+// t0 + t's 6x6 patch of xc (Hx, Wx, Cg), tiles TW to a row.
+inline void winograd_input_tiles(const float* xc, int64_t Wx, int64_t Cg, int64_t TW, int64_t t0, int64_t tb, float* U) {
+  for (int64_t t = 0; t < tb; ++t) {
+    const float* d0 = xc + ((t0 + t) / TW * 4 * Wx + (t0 + t) % TW * 4) * Cg;
+    for (int64_t c = 0; c < Cg; c += 16) {
+      __m512 tmp[6][6];
+      for (int s = 0; s < 6; ++s) {
+        __m512 d[6], col[6];
+        for (int r = 0; r < 6; ++r) d[r] = _mm512_loadu_ps(d0 + (r * Wx + s) * Cg + c);
+        winograd_input6(d, col);
+        for (int i = 0; i < 6; ++i) tmp[i][s] = col[i];
+      }
+      for (int i = 0; i < 6; ++i) {
+        __m512 row[6];
+        winograd_input6(tmp[i], row);
+        for (int j = 0; j < 6; ++j) _mm512_storeu_ps(U + ((6 * i + j) * kWinogradTiles + t) * Cg + c, row[j]);
+      }
+    }
+  }
+}
+
+// A (6 x 4) applied to 4 vectors: an output gradient tile's transform along one axis (the weight
+// gradient's; A^T's transpose).
+inline void winograd_grad6(const __m512 (&q)[4], __m512 (&z)[6]) {
+  const __m512 a = _mm512_add_ps(q[0], q[2]), b = _mm512_add_ps(q[1], q[3]);
+  const __m512 c = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), q[2], q[0]), d = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), q[3], q[1]);
+  z[0] = q[0];
+  z[1] = _mm512_add_ps(a, b);
+  z[2] = _mm512_sub_ps(a, b);
+  z[3] = _mm512_fmadd_ps(_mm512_set1_ps(2.0f), d, c);
+  z[4] = _mm512_fnmadd_ps(_mm512_set1_ps(2.0f), d, c);
+  z[5] = q[3];
+}
 
 // conv2d_forward by Winograd F(4x4, 3x3) (use_winograd(g) is true).
 inline void winograd_conv_forward(const float* x, const float* w, const float* bias, float* y, const Conv2dGeometry& g) {
@@ -1086,23 +1135,7 @@ inline void winograd_conv_forward(const float* x, const float* w, const float* b
           winograd_channels_last(x + (n * g.in_channels + grp * Cg) * g.in_plane(), g, Wx, xc);
           for (int64_t t0 = 0; t0 < tiles; t0 += Tb) {
             const int64_t tb = std::min(Tb, tiles - t0);
-            for (int64_t t = 0; t < tb; ++t) {  // input transform
-              const float* d0 = xc + ((t0 + t) / TW * 4 * Wx + (t0 + t) % TW * 4) * Cg;
-              for (int64_t c = 0; c < Cg; c += 16) {
-                __m512 tmp[6][6];
-                for (int s = 0; s < 6; ++s) {
-                  __m512 d[6], col[6];
-                  for (int r = 0; r < 6; ++r) d[r] = _mm512_loadu_ps(d0 + (r * Wx + s) * Cg + c);
-                  winograd_input6(d, col);
-                  for (int i = 0; i < 6; ++i) tmp[i][s] = col[i];
-                }
-                for (int i = 0; i < 6; ++i) {
-                  __m512 row[6];
-                  winograd_input6(tmp[i], row);
-                  for (int j = 0; j < 6; ++j) _mm512_storeu_ps(U + ((6 * i + j) * Tb + t) * Cg + c, row[j]);
-                }
-              }
-            }
+            winograd_input_tiles(xc, Wx, Cg, TW, t0, tb, U);
             for (int64_t e = 0; e < 36; ++e)  // the 36 products
               for (int64_t ob = 0; ob < Og;) {
                 const int ov = Og - ob >= 64 ? 4 : Og - ob >= 32 ? 2 : 1;
@@ -1145,6 +1178,107 @@ inline void winograd_conv_forward(const float* x, const float* w, const float* b
   });
 #else
   (void)x, (void)w, (void)bias, (void)y, (void)g;
+#endif
+}
+
+// Weight gradient by Winograd F(4x4, 3x3) (use_winograd(g) is true). The forward's tile
+// A^T [(G w G^T) .* (B^T d B)] A is bilinear in w and d, so
+//   dw = G^T [ sum over images and tiles of (B^T d B) .* (A gy A^T) ] G
+// with gy the tile's 4x4 output gradient (zeros past the plane): the forward's input transform, the
+// gradient's 4x4 -> 6x6 transform A (.) A^T, and 36 products dW[e] (Cg, Og) += U[e]^T Z[e] over
+// the tiles (channel_conv_tile with input channels for positions and tiles for taps), each chunk
+// of images into its own dW, summed in chunk order (deterministic); G^T (.) G once at the end.
+inline void winograd_conv_weight_grad(const float* x, const float* gy, float* dw, const Conv2dGeometry& g) {
+#if defined(__AVX512F__)
+  constexpr int64_t Tb = kWinogradTiles;
+  const int64_t N = g.batch, G = g.groups, Cg = g.in_per_group(), Og = g.out_per_group();
+  const int64_t OH = g.out_h, OW = g.out_w, plane = g.out_plane();
+  const int64_t TH = (OH + 3) / 4, TW = (OW + 3) / 4, tiles = TH * TW, Hx = 4 * TH + 2, Wx = 4 * TW + 2;
+  Workspace<int64_t> toff(Tb);  // tile k of U's rows: the microkernel's tap offsets
+  for (int64_t k = 0; k < Tb; ++k) toff.data()[k] = k * Cg;
+  const int64_t xc_elems = Hx * Wx * Cg, dw_elems = G * 36 * Cg * Og;
+  const int64_t per_chunk = dw_elems + xc_elems + plane * Og + 36 * Tb * (Cg + Og);
+  const int64_t chunks = batch_chunks(N);
+  Workspace<float> ws(chunks * per_chunk);
+  parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t ch = c0; ch < c1; ++ch) {
+      float* dW = ws.data() + ch * per_chunk;  // (G, 36, Cg, Og)
+      float* xc = dW + dw_elems;
+      float* gt = xc + xc_elems;
+      float* U = gt + plane * Og;
+      float* Z = U + 36 * Tb * Cg;
+      std::fill(dW, dW + dw_elems + xc_elems, 0.0f);  // xc's padding: only the image is written
+      for (int64_t n = ch * N / chunks; n < (ch + 1) * N / chunks; ++n)
+        for (int64_t grp = 0; grp < G; ++grp) {
+          winograd_channels_last(x + (n * g.in_channels + grp * Cg) * g.in_plane(), g, Wx, xc);
+          channels_of_positions<1>(gy + (n * g.out_channels + grp * Og) * plane, Og, OW, plane, Og, gt);
+          for (int64_t t0 = 0; t0 < tiles; t0 += Tb) {
+            const int64_t tb = std::min(Tb, tiles - t0);
+            winograd_input_tiles(xc, Wx, Cg, TW, t0, tb, U);
+            for (int64_t t = 0; t < tb; ++t) {  // Z[e][t][o] = (A gy_t A^T)[e]
+              const int64_t oh0 = (t0 + t) / TW * 4, ow0 = (t0 + t) % TW * 4;
+              const int64_t nr = std::min<int64_t>(4, OH - oh0), nc = std::min<int64_t>(4, OW - ow0);
+              for (int64_t o = 0; o < Og; o += 16) {
+                __m512 tmp[6][4];
+                for (int c = 0; c < 4; ++c) {
+                  __m512 q[4], col[6];
+                  for (int r = 0; r < 4; ++r)
+                    q[r] = r < nr && c < nc ? _mm512_loadu_ps(gt + ((oh0 + r) * OW + ow0 + c) * Og + o) : _mm512_setzero_ps();
+                  winograd_grad6(q, col);
+                  for (int i = 0; i < 6; ++i) tmp[i][c] = col[i];
+                }
+                for (int i = 0; i < 6; ++i) {
+                  __m512 row[6];
+                  winograd_grad6(tmp[i], row);
+                  for (int j = 0; j < 6; ++j) _mm512_storeu_ps(Z + ((6 * i + j) * Tb + t) * Og + o, row[j]);
+                }
+              }
+            }
+            for (int64_t e = 0; e < 36; ++e)  // dW[e] += U[e]^T Z[e]
+              for (int64_t ob = 0; ob < Og;) {
+                const int ov = Og - ob >= 64 ? 4 : Og - ob >= 32 ? 2 : 1;
+                const int64_t np = 24 / ov;
+                const float* ze = Z + e * Tb * Og + ob;
+                for (int64_t p0 = 0; p0 < Cg; p0 += np) {
+                  const float* xb[24];
+                  for (int64_t j = 0; j < np; ++j) xb[j] = U + e * Tb * Cg + std::min(p0 + j, Cg - 1);
+                  float* dt = dW + ((grp * 36 + e) * Cg + p0) * Og + ob;
+                  const int64_t nv = std::min(np, Cg - p0);
+                  if (ov == 4) channel_conv_tile<4, 6>(xb, toff.data(), tb, ze, Og, dt, nv, true);
+                  else if (ov == 2) channel_conv_tile<2, 12>(xb, toff.data(), tb, ze, Og, dt, nv, true);
+                  else channel_conv_tile<1, 24>(xb, toff.data(), tb, ze, Og, dt, nv, true);
+                }
+                ob += 16 * ov;
+              }
+          }
+        }
+    }
+  });
+  // Sum the chunks' dW in order, then dw[o][c] = G^T dW G, 16 output channels at a time.
+  float* dW = ws.data();
+  for (int64_t ch = 1; ch < chunks; ++ch)
+    for (int64_t i = 0; i < dw_elems; ++i) dW[i] += ws.data()[ch * per_chunk + i];
+  parallel_for(0, G * Cg, 4, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t grp = i / Cg, c = i % Cg;
+      for (int64_t o0 = 0; o0 < Og; o0 += 16) {
+        float ub[36][16];
+        for (int e = 0; e < 36; ++e) std::copy_n(dW + ((grp * 36 + e) * Cg + c) * Og + o0, 16, ub[e]);
+        for (int64_t o = 0; o < 16; ++o) {
+          float rows[6][3], k[3][3];  // rows[a]: G^T applied to row a of dW; k = (G^T dW G)^T
+          for (int a = 0; a < 6; ++a)
+            winograd_weight_grad3({ub[6 * a][o], ub[6 * a + 1][o], ub[6 * a + 2][o], ub[6 * a + 3][o], ub[6 * a + 4][o], ub[6 * a + 5][o]}, rows[a]);
+          for (int b = 0; b < 3; ++b)
+            winograd_weight_grad3({rows[0][b], rows[1][b], rows[2][b], rows[3][b], rows[4][b], rows[5][b]}, k[b]);
+          float* d = dw + ((grp * Og + o0 + o) * Cg + c) * 9;
+          for (int ki = 0; ki < 3; ++ki)
+            for (int kj = 0; kj < 3; ++kj) d[ki * 3 + kj] += k[kj][ki];
+        }
+      }
+    }
+  });
+#else
+  (void)x, (void)gy, (void)dw, (void)g;
 #endif
 }
 
@@ -1304,7 +1438,10 @@ void conv2d_backward(const T* x, const T* w, const T* gy, T* dx, T* dw, T* db, c
     dx = nullptr;  // done
   }
   if constexpr (std::is_same_v<T, float>) {
-    if (dw && chunks > 0 && P > 0 && O > 0 && detail::use_channel_weight_grad<T>(g)) {
+    if (dw && chunks > 0 && P > 0 && O > 0 && detail::use_winograd<T>(g)) {
+      detail::winograd_conv_weight_grad(x, gy, dw, g);  // adds into the zeroed dw
+      dw = nullptr;                                     // done
+    } else if (dw && chunks > 0 && P > 0 && O > 0 && detail::use_channel_weight_grad<T>(g)) {
       detail::channel_conv_weight_grad(x, gy, dw, g);  // adds into the zeroed dw
       dw = nullptr;                                    // done
     } else if (dw && chunks > 0 && P > 0 && O > 0 && detail::use_direct_weight_grad<T>(g)) {
