@@ -64,11 +64,18 @@ concept ArrayLike = is_ndarray_v<std::remove_cvref_t<E>> || is_expr_node_v<E>;
 
 template <class E> using value_type_t = typename std::remove_cvref_t<E>::value_type;
 
-// Number of NDArray leaves in an expression (scalars are not leaves).
-template <class E> struct leaf_count;
-template <class T> struct leaf_count<NDArray<T>> : std::integral_constant<int, 1> {};
+// A unary node that the expression's user runs as one leaf instead of a primitive over its
+// operand. Never for eager expressions; the compiled graph's regions take relu over a GEMM as a
+// leaf (graph/exec.hpp's is_epilogue_leaf).
+template <class Op, class A> struct unary_is_leaf : std::false_type {};
+
+// Number of leaves in an expression: its NDArrays (in a compiled graph's region: its graph nodes
+// and unary_is_leaf nodes). Scalars are not leaves.
+template <class E> struct leaf_count : std::integral_constant<int, 1> {};
 template <class T> struct leaf_count<ScalarExpr<T>> : std::integral_constant<int, 0> {};
-template <class Op, class A> struct leaf_count<UnaryExpr<Op, A>> : leaf_count<A> {};
+template <class Op, class A>
+struct leaf_count<UnaryExpr<Op, A>>
+    : std::conditional_t<unary_is_leaf<Op, A>::value, std::integral_constant<int, 1>, leaf_count<A>> {};
 template <class Op, class A, class B>
 struct leaf_count<BinaryExpr<Op, A, B>> : std::integral_constant<int, leaf_count<A>::value + leaf_count<B>::value> {};
 template <class Op, class A, class B, class C>

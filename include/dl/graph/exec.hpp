@@ -40,6 +40,7 @@
 #include "dl/backend/cpu/reduce.hpp"
 #include "dl/backend/cpu/softmax.hpp"
 #include "dl/expr/executor.hpp"
+#include "dl/expr/leaf_reads.hpp"
 #include "dl/graph/let.hpp"
 #include "dl/graph/memory_plan.hpp"
 #include "dl/graph/sym.hpp"
@@ -265,6 +266,15 @@ template <class Op, class A>
 inline constexpr bool is_epilogue_leaf =
     prim::derivative_from_sign<Op>::value && derivative_from_output<Op>::value && has_gemm_epilogue<A>::value;
 
+}  // namespace dl::graph
+namespace dl {
+// Regions count, read and replace an epilogue leaf as one leaf (expr/leaf_reads.hpp).
+template <class Op, class A>
+  requires graph::is_epilogue_leaf<Op, A>
+struct unary_is_leaf<Op, A> : std::true_type {};
+}  // namespace dl
+namespace dl::graph {
+
 // The non-scalar leaves of a region, left to right (the order expr::for_each_leaf follows).
 template <class E> struct region_leaves { using type = std::tuple<E>; };
 template <class T> struct region_leaves<ScalarExpr<T>> { using type = std::tuple<>; };
@@ -302,11 +312,6 @@ template <class T> auto leaf_nodes(const ScalarExpr<T>&);
 template <class Op, class A> auto leaf_nodes(const UnaryExpr<Op, A>& e);
 template <class Op, class A, class B> auto leaf_nodes(const BinaryExpr<Op, A, B>& e);
 template <class Op, class A, class B, class C> auto leaf_nodes(const TernaryExpr<Op, A, B, C>& e);
-template <size_t I, class E, class Leaf> auto lower(const E&, Leaf& x);
-template <size_t I, class T, class Leaf> auto lower(const ScalarExpr<T>& s, Leaf&);
-template <size_t I, class Op, class A, class Leaf> auto lower(const UnaryExpr<Op, A>& e, Leaf& x);
-template <size_t I, class Op, class A, class B, class Leaf> auto lower(const BinaryExpr<Op, A, B>& e, Leaf& x);
-template <size_t I, class Op, class A, class B, class C, class Leaf> auto lower(const TernaryExpr<Op, A, B, C>& e, Leaf& x);
 
 template <class E> auto leaf_nodes(const E& e) { return std::tuple<E>{e}; }
 template <class T> auto leaf_nodes(const ScalarExpr<T>&) { return std::tuple<>{}; }
@@ -328,79 +333,6 @@ template <class... Ls> struct exec_tuple<std::tuple<Ls...>> {
     return std::apply([](const auto&... n) { return type{Exec<Ls>(n)...}; }, nodes);
   }
 };
-
-// The region with every leaf replaced by an array: an ordinary eager expression. leaf(integral
-// constant I) gives leaf I's array (its Exec's value, or for backward a stand-in: RegionExec).
-template <size_t I, class E, class Leaf> auto lower(const E&, Leaf& x) { return x(std::integral_constant<size_t, I>{}); }
-template <size_t I, class T, class Leaf> auto lower(const ScalarExpr<T>& s, Leaf&) { return s; }
-template <size_t I, class Op, class A, class Leaf> auto lower(const UnaryExpr<Op, A>& e, Leaf& x) {
-  if constexpr (is_epilogue_leaf<Op, A>) {
-    return x(std::integral_constant<size_t, I>{});
-  } else {
-    auto a = lower<I>(e.a, x);
-    return UnaryExpr<Op, decltype(a)>{e.op, a};
-  }
-}
-template <size_t I, class Op, class A, class B, class Leaf> auto lower(const BinaryExpr<Op, A, B>& e, Leaf& x) {
-  auto a = lower<I>(e.a, x);
-  auto b = lower<I + region_leaf_count<A>>(e.b, x);
-  return BinaryExpr<Op, decltype(a), decltype(b)>{e.op, a, b};
-}
-template <size_t I, class Op, class A, class B, class C, class Leaf> auto lower(const TernaryExpr<Op, A, B, C>& e, Leaf& x) {
-  auto a = lower<I>(e.a, x);
-  auto b = lower<I + region_leaf_count<A>>(e.b, x);
-  auto c = lower<I + region_leaf_count<A> + region_leaf_count<B>>(e.c, x);
-  return TernaryExpr<Op, decltype(a), decltype(b), decltype(c)>{e.op, a, b, c};
-}
-
-// Which leaves' values the backward loop of a region reads (expr/primitives.hpp's grad_reads): a
-// partial is computed for every operand that holds a leaf; a node's value is read when one of its
-// computed partials reads it (or reads the node's output, which depends on every operand) or when
-// the node above reads it, and a read value needs every leaf under it.
-//   x + s * relu(m):  add reads neither operand, mul by a scalar reads only the scalar, relu reads m:
-//                     {x: no, m: yes}
-template <class E> struct value_reads {  // a leaf
-  template <size_t N> static constexpr void mark(std::array<bool, N>& r, size_t at, bool read) { r[at] = r[at] || read; }
-};
-template <class T> struct value_reads<ScalarExpr<T>> {
-  template <size_t N> static constexpr void mark(std::array<bool, N>&, size_t, bool) {}
-};
-template <class Op, class A> struct value_reads<UnaryExpr<Op, A>> {
-  template <size_t N> static constexpr void mark(std::array<bool, N>& r, size_t at, bool read) {
-    if constexpr (is_epilogue_leaf<Op, A>) {
-      r[at] = r[at] || read;
-    } else {
-      constexpr unsigned p = prim::grad_reads<Op>::partial[0];
-      value_reads<A>::mark(r, at, read || (p & (prim::reads::operand(0) | prim::reads::output)) != 0);
-    }
-  }
-};
-template <class Op, class A, class B> struct value_reads<BinaryExpr<Op, A, B>> {
-  template <size_t N> static constexpr void mark(std::array<bool, N>& r, size_t at, bool read) {
-    constexpr unsigned p = (region_leaf_count<A> > 0 ? prim::grad_reads<Op>::partial[0] : 0u) |
-                           (region_leaf_count<B> > 0 ? prim::grad_reads<Op>::partial[1] : 0u);
-    constexpr bool out = (p & prim::reads::output) != 0;
-    value_reads<A>::mark(r, at, read || out || (p & prim::reads::operand(0)) != 0);
-    value_reads<B>::mark(r, at + region_leaf_count<A>, read || out || (p & prim::reads::operand(1)) != 0);
-  }
-};
-template <class Op, class A, class B, class C> struct value_reads<TernaryExpr<Op, A, B, C>> {
-  template <size_t N> static constexpr void mark(std::array<bool, N>& r, size_t at, bool read) {
-    constexpr unsigned p = (region_leaf_count<A> > 0 ? prim::grad_reads<Op>::partial[0] : 0u) |
-                           (region_leaf_count<B> > 0 ? prim::grad_reads<Op>::partial[1] : 0u) |
-                           (region_leaf_count<C> > 0 ? prim::grad_reads<Op>::partial[2] : 0u);
-    constexpr bool out = (p & prim::reads::output) != 0;
-    value_reads<A>::mark(r, at, read || out || (p & prim::reads::operand(0)) != 0);
-    value_reads<B>::mark(r, at + region_leaf_count<A>, read || out || (p & prim::reads::operand(1)) != 0);
-    value_reads<C>::mark(r, at + region_leaf_count<A> + region_leaf_count<B>,
-                         read || out || (p & prim::reads::operand(2)) != 0);
-  }
-};
-template <class E> constexpr std::array<bool, region_leaf_count<E>> leaf_values_read() {
-  std::array<bool, region_leaf_count<E>> r{};
-  value_reads<E>::mark(r, 0, false);
-  return r;
-}
 
 template <class Tuple, class F> void for_each_in(Tuple& t, F&& f) { std::apply([&](auto&... x) { (f(x), ...); }, t); }
 template <class Tuple, class F, size_t... I>
@@ -433,7 +365,7 @@ struct RegionExec {
   // until the forward step (their memory goes to other buffers, or back after forward with
   // per-call memory); the backward loop reads a stand-in of theirs (the region's output gradient)
   // whose values no rule uses, so it never touches their memory.
-  static constexpr std::array<bool, kLeaves> kValueRead = detail::leaf_values_read<E>();
+  static constexpr std::array<bool, kLeaves> kValueRead = expr::leaf_values_read<E>();
 
   E node;
   Execs leaves;
@@ -520,8 +452,8 @@ struct RegionExec {
   template <class F> void for_each_input(F&& f) { detail::for_each_in(leaves, [&](auto& l) { l.for_each_input(f); }); }
   void forward() {
     detail::for_each_in(leaves, [&](auto& l) { l.forward(); });
-    auto values = [&](auto i) { return std::get<i.value>(leaves).value; };
-    expr::run_assign(value, detail::lower<0>(node, values));
+    auto values = [&](auto i, const auto&) { return std::get<i.value>(leaves).value; };
+    expr::run_assign(value, expr::replace_leaves(node, values));
   }
   void backward() {
     std::array<T*, kLeaves> ptrs{};
@@ -532,11 +464,11 @@ struct RegionExec {
     });
     // A broadcast leaf keeps its own array even when unread (a stand-in of the output's shape
     // would be read at other positions than it is written, from other threads).
-    auto values = [&](auto k) -> NDArray<T> {
+    auto values = [&](auto k, const auto&) -> NDArray<T> {
       const auto& l = std::get<k.value>(leaves);
       return kValueRead[k.value] || l.shape != shape ? l.value : grad;
     };
-    expr::run_backward(detail::lower<0>(node, values), shape, grad, ptrs);
+    expr::run_backward(expr::replace_leaves(node, values), shape, grad, ptrs);
     i = 0;
     detail::for_each_in(leaves, [&](auto& l) {
       if (l.needs_grad && temp_id[i] >= 0 && l.grad.numel())
