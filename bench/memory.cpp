@@ -4,9 +4,10 @@
 //   x (128, 512) -> [ h + s * relu(h W^T) ] x depth -> mean(y * y); SGD (lr 1e-3, no momentum)
 //   s = 1/sqrt(depth); depths 16, 64, 256, 1024
 //
-// No bias by default, on both sides (--bias adds it): dl's bias add is a fused node that keeps the
-// matmul output for its backward, a third array per block where PyTorch keeps two, so with bias
-// dl's activations are 1.5x PyTorch's whatever the policy (docs/benchmarks.md, section 4).
+// No bias by default, on both sides (--bias adds it). With bias, dl's eager bias add (a fused node
+// a + bias) keeps only the bias for its backward, not the matmul output a: add's derivatives read
+// neither operand (expr/assign.hpp's FusedNode). So an eager block keeps two arrays with or without
+// bias (the biased matmul output for relu's derivative, the block output), as PyTorch's does.
 //
 // Rows per depth:
 //   eager          no checkpointing

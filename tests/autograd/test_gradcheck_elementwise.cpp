@@ -43,6 +43,14 @@ TEST_CASE("gradcheck: elementwise op table") {
       {"where", [] { return V{randn<double>({3, 4}), randn<double>({3, 4})}; },
        [](V& x) { NDArray<double> c = greater(x[0], 0.0); return NDArray<double>(where(c, x[0] * 2.0, x[1])); }},
       {"same leaf twice", [] { return one({6}); }, [](V& x) { return NDArray<double>(x[0] * x[0] + sin(x[0])); }},
+      // Leaves whose values no rule reads get a stand-in in backward (expr/assign.hpp's FusedNode):
+      // mixed with read leaves, broadcast, used twice, transposed.
+      {"unread and read leaves", [] { return V{randn<double>({3, 4}), randn<double>({3, 4}), randn<double>({4}), randn<double>({3, 4})}; },
+       [](V& x) { return NDArray<double>(x[0] + x[1] * x[2] - x[3]); }},
+      {"unread leaf beside relu", [] { return two({3, 4}, {3, 4}); }, [](V& x) { return NDArray<double>(relu(x[0]) + x[1] * 0.5); }},
+      {"unread leaf used twice", [] { return one({6}); }, [](V& x) { return NDArray<double>(x[0] + x[0] * x[0]); }},
+      {"unread transposed leaf", [] { return V{randn<double>({4, 3}), randn<double>({3, 4}), randn<double>({3, 4})}; },
+       [](V& x) { return NDArray<double>(x[0].transpose() - x[1] * 2.0 + exp(x[2])); }},
       {"deep chain", [] { return two({2, 3}, {3}); },
        [](V& x) { return NDArray<double>(tanh(exp(x[0] * 0.5) - sigmoid(x[1])) * (x[0] + 1.0) / (square(x[1]) + 1.0)); }},
       {"non-contiguous input", [] { return V{dl::testing::non_contiguous(randn<double>({3, 4}))}; },

@@ -1,6 +1,7 @@
 // Materialising expressions: evaluate() runs one fused pass into a new array and, when recording,
 // records the whole expression as ONE tape node (FusedNode) whose backward is derived from the
 // expression type with the rule table; assign_into() writes into an existing array, alias-safe.
+// The node keeps only the leaves whose values its backward reads (expr/leaf_reads.hpp).
 #pragma once
 #include <array>
 #include <optional>
@@ -8,6 +9,7 @@
 
 #include "dl/autograd/record.hpp"
 #include "dl/expr/executor.hpp"
+#include "dl/expr/leaf_reads.hpp"
 #if defined(DL_CUDA_ENABLED)
 #include "dl/backend/cuda/elementwise.hpp"
 #endif
@@ -57,13 +59,19 @@ namespace autograd {
 
 // One recorded node for a whole fused elementwise expression. It keeps the expression (its
 // leaves' handles are the saved inputs) and recomputes forward values in registers during backward.
+// A leaf whose value no derivative rule reads and whose shape is the output's (a in a + bias, the
+// matmul output of a dense layer) is not kept: its handle in `expr` is empty, and backward reads
+// the output gradient in its place, valid memory of the right shape whose values no rule uses. A
+// broadcast leaf keeps its array: the stand-in would not have its shape.
 template <class T, class E>
 struct FusedNode : TypedNode<T> {
   static constexpr int kLeaves = leaf_count<E>::value;
+  static constexpr std::array<bool, kLeaves> kValueRead = expr::leaf_values_read<E>();
   std::optional<E> expr;
   Shape shape;
   std::array<std::shared_ptr<GradMeta<T>>, kLeaves> metas{};
   std::array<Shape, kLeaves> leaf_shapes{};
+  std::array<bool, kLeaves> stand_in{};  // leaves not kept
 
   void apply() override {
     NDArray<T> g = std::move(this->pending);
@@ -75,7 +83,8 @@ struct FusedNode : TypedNode<T> {
       bufs[l] = NDArray<T>(shape, g.device());
       ptrs[l] = bufs[l].numel() ? bufs[l].data() : nullptr;
     }
-    expr::run_backward_on_device(*expr, shape, g, ptrs);
+    auto with_stand_ins = [&](auto l, const NDArray<T>& leaf) { return stand_in[l] ? g : leaf; };
+    expr::run_backward_on_device(expr::replace_leaves(*expr, with_stand_ins), shape, g, ptrs);
     if (is_anomaly_enabled())
       for (int l = 0; l < kLeaves; ++l)
         if (metas[l]) detail::anomaly_check_gradient(detail::fused_name(*expr), bufs[l], static_cast<size_t>(l));
@@ -106,18 +115,20 @@ void record_fused(const E& e, NDArray<T>& out) {
       for_each_leaf(e, [&](const auto& leaf) { leaves.push_back(leaf); });
       autograd::detail::anomaly_check_forward(autograd::detail::fused_name(e), out, leaves);
     }
-    node->expr.emplace(e);
     node->shape = out.shape();
-    int l = 0;
+    size_t l = 0;
     for_each_leaf(e, [&](const auto& leaf) {
       if (leaf.tracks_grad()) {
-        node->metas[static_cast<size_t>(l)] = leaf.grad_meta();
+        node->metas[l] = leaf.grad_meta();
         node->note_input(leaf.grad_meta());
       }
-      node->leaf_shapes[static_cast<size_t>(l)] = leaf.shape();
+      node->leaf_shapes[l] = leaf.shape();
+      node->stand_in[l] = !node->kValueRead[l] && leaf.shape() == out.shape();
       if (leaf.grad_fn()) node->next.push_back(leaf.grad_fn());
       ++l;
     });
+    auto kept = [&](auto i, const NDArray<T>& leaf) { return node->stand_in[i] ? NDArray<T>() : leaf; };
+    node->expr.emplace(expr::replace_leaves(e, kept));
     out.grad_meta() = std::make_shared<autograd::GradMeta<T>>();
     out.grad_meta()->grad_fn = std::move(node);
   }
