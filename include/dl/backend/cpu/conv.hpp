@@ -1077,6 +1077,27 @@ inline void winograd_input_tiles(const float* xc, int64_t Wx, int64_t Cg, int64_
   }
 }
 
+// One Winograd point's product by channel_conv_tile: for rows p < count, row(p)[o] (+)= sum over
+// taps k < K of wt[k * Og + o] * at(p)[toff[k]], o < Og (in 16s), in tiles of 16 ov output channels
+// x 24 / ov rows (ov = 4, 2, 1).
+template <class At, class Row>
+inline void winograd_products(int64_t Og, int64_t count, At at, const int64_t* toff, int64_t K, const float* wt, Row row,
+                              bool accumulate) {
+  for (int64_t ob = 0; ob < Og;) {
+    const int ov = Og - ob >= 64 ? 4 : Og - ob >= 32 ? 2 : 1;
+    const int64_t np = 24 / ov;
+    for (int64_t p0 = 0; p0 < count; p0 += np) {
+      const float* xb[24];
+      for (int64_t j = 0; j < np; ++j) xb[j] = at(std::min(p0 + j, count - 1));
+      const int64_t nv = std::min(np, count - p0);
+      if (ov == 4) channel_conv_tile<4, 6>(xb, toff, K, wt + ob, Og, row(p0) + ob, nv, accumulate);
+      else if (ov == 2) channel_conv_tile<2, 12>(xb, toff, K, wt + ob, Og, row(p0) + ob, nv, accumulate);
+      else channel_conv_tile<1, 24>(xb, toff, K, wt + ob, Og, row(p0) + ob, nv, accumulate);
+    }
+    ob += 16 * ov;
+  }
+}
+
 // A (6 x 4) applied to 4 vectors: an output gradient tile's transform along one axis (the weight
 // gradient's; A^T's transpose).
 inline void winograd_grad6(const __m512 (&q)[4], __m512 (&z)[6]) {
@@ -1136,22 +1157,10 @@ inline void winograd_conv_forward(const float* x, const float* w, const float* b
           for (int64_t t0 = 0; t0 < tiles; t0 += Tb) {
             const int64_t tb = std::min(Tb, tiles - t0);
             winograd_input_tiles(xc, Wx, Cg, TW, t0, tb, U);
-            for (int64_t e = 0; e < 36; ++e)  // the 36 products
-              for (int64_t ob = 0; ob < Og;) {
-                const int ov = Og - ob >= 64 ? 4 : Og - ob >= 32 ? 2 : 1;
-                const int64_t np = 24 / ov;
-                const float* wte = wt.data() + (grp * 36 + e) * Cg * Og + ob;
-                for (int64_t p0 = 0; p0 < tb; p0 += np) {
-                  const float* xb[24];
-                  for (int64_t j = 0; j < np; ++j) xb[j] = U + (e * Tb + std::min(p0 + j, tb - 1)) * Cg;
-                  float* mt = M + (e * Tb + p0) * Og + ob;
-                  const int64_t nv = std::min(np, tb - p0);
-                  if (ov == 4) channel_conv_tile<4, 6>(xb, toff.data(), Cg, wte, Og, mt, nv);
-                  else if (ov == 2) channel_conv_tile<2, 12>(xb, toff.data(), Cg, wte, Og, mt, nv);
-                  else channel_conv_tile<1, 24>(xb, toff.data(), Cg, wte, Og, mt, nv);
-                }
-                ob += 16 * ov;
-              }
+            for (int64_t e = 0; e < 36; ++e)  // M[e] (tiles, Og) = U[e] (tiles, Cg) Wt[e] (Cg, Og)
+              winograd_products(
+                  Og, tb, [&](int64_t t) { return U + (e * Tb + t) * Cg; }, toff.data(), Cg,
+                  wt.data() + (grp * 36 + e) * Cg * Og, [&](int64_t t) { return M + (e * Tb + t) * Og; }, false);
             for (int64_t t = 0; t < tb; ++t) {  // output transform
               const int64_t oh0 = (t0 + t) / TW * 4, ow0 = (t0 + t) % TW * 4;
               const int64_t nr = std::min<int64_t>(4, OH - oh0), nc = std::min<int64_t>(4, OW - ow0);
@@ -1234,22 +1243,10 @@ inline void winograd_conv_weight_grad(const float* x, const float* gy, float* dw
                 }
               }
             }
-            for (int64_t e = 0; e < 36; ++e)  // dW[e] += U[e]^T Z[e]
-              for (int64_t ob = 0; ob < Og;) {
-                const int ov = Og - ob >= 64 ? 4 : Og - ob >= 32 ? 2 : 1;
-                const int64_t np = 24 / ov;
-                const float* ze = Z + e * Tb * Og + ob;
-                for (int64_t p0 = 0; p0 < Cg; p0 += np) {
-                  const float* xb[24];
-                  for (int64_t j = 0; j < np; ++j) xb[j] = U + e * Tb * Cg + std::min(p0 + j, Cg - 1);
-                  float* dt = dW + ((grp * 36 + e) * Cg + p0) * Og + ob;
-                  const int64_t nv = std::min(np, Cg - p0);
-                  if (ov == 4) channel_conv_tile<4, 6>(xb, toff.data(), tb, ze, Og, dt, nv, true);
-                  else if (ov == 2) channel_conv_tile<2, 12>(xb, toff.data(), tb, ze, Og, dt, nv, true);
-                  else channel_conv_tile<1, 24>(xb, toff.data(), tb, ze, Og, dt, nv, true);
-                }
-                ob += 16 * ov;
-              }
+            for (int64_t e = 0; e < 36; ++e)  // dW[e] (Cg, Og) += U[e]^T (Cg, tiles) Z[e] (tiles, Og)
+              winograd_products(
+                  Og, Cg, [&](int64_t c) { return U + e * Tb * Cg + c; }, toff.data(), tb, Z + e * Tb * Og,
+                  [&](int64_t c) { return dW + ((grp * 36 + e) * Cg + c) * Og; }, true);
           }
         }
     }
