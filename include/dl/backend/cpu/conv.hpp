@@ -1053,8 +1053,6 @@ inline void winograd_channels_last(const float* x, const Conv2dGeometry& g, int6
       }
 }
 
-#endif
-
 // U[e][t][c] = (B^T d B)[e] for tiles t0 .. t0 + tb - 1 (U's rows t < kWinogradTiles): d is tile
 // t0 + t's 6x6 patch of xc (Hx, Wx, Cg), tiles TW to a row.
 inline void winograd_input_tiles(const float* xc, int64_t Wx, int64_t Cg, int64_t TW, int64_t t0, int64_t tb, float* U) {
@@ -1110,6 +1108,8 @@ inline void winograd_grad6(const __m512 (&q)[4], __m512 (&z)[6]) {
   z[4] = _mm512_fnmadd_ps(_mm512_set1_ps(2.0f), d, c);
   z[5] = q[3];
 }
+
+#endif
 
 // conv2d_forward by Winograd F(4x4, 3x3) (use_winograd(g) is true).
 inline void winograd_conv_forward(const float* x, const float* w, const float* bias, float* y, const Conv2dGeometry& g) {
